@@ -1,0 +1,180 @@
+"""Every table rmflow writes, as a pyarrow schema with a name and a version.
+
+A contract lists required columns with their types; ``extra_allowed`` names the
+optional columns a table may carry on top (the pair contract allows none but
+``meta``: SPEC section 3). ``validate`` names every missing, extra or mistyped
+column at once, so one run of a broken stage tells the whole story.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+CONTRACT_VERSION = "1.0"
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+
+class ContractError(ValueError):
+    """A table does not match its contract; the message names the columns."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    schema: pa.Schema
+    extra_allowed: tuple[pa.Field, ...] = field(default_factory=tuple)
+    version: str = CONTRACT_VERSION
+
+    @property
+    def full_schema(self) -> pa.Schema:
+        return pa.schema(list(self.schema) + list(self.extra_allowed))
+
+
+PAIRS = Contract(
+    "pairs",
+    pa.schema(
+        [
+            ("pair_id", pa.string()),
+            ("source", pa.string()),
+            ("prompt", MESSAGES),
+            ("chosen", MESSAGES),
+            ("rejected", MESSAGES),
+            ("chosen_score", pa.float64()),
+            ("rejected_score", pa.float64()),
+            ("split", pa.string()),
+        ]
+    ),
+    # Row provenance inside the raw input (row number in its file): lets a user find
+    # the original row of any pair. The only extra column the pair contract allows.
+    extra_allowed=(pa.field("source_row", pa.int64()),),
+)
+
+# A mixture is the pair contract plus the recipe's view of where each row came from.
+MIXTURE = Contract(
+    "mixture",
+    pa.schema(list(PAIRS.schema) + [("subset", pa.string())]),
+    extra_allowed=PAIRS.extra_allowed,
+)
+
+QUARANTINE = Contract(
+    "quarantine",
+    pa.schema(
+        [
+            ("source", pa.string()),
+            ("source_row", pa.int64()),
+            ("reason", pa.string()),
+            ("raw", pa.string()),  # the offending row as JSON text, nothing lost
+        ]
+    ),
+)
+
+RAW_MANIFEST = Contract(
+    "raw_manifest",
+    pa.schema(
+        [
+            ("source", pa.string()),
+            ("subset", pa.string()),
+            ("split", pa.string()),
+            ("origin", pa.string()),  # local file path or hub id@revision
+            ("revision", pa.string()),
+            ("rows", pa.int64()),
+            ("sha256", pa.string()),
+            ("output", pa.string()),
+            ("fetched_at", pa.string()),
+        ]
+    ),
+)
+
+SOURCE_STATS = Contract(
+    "source_stats",
+    pa.schema(
+        [
+            ("source", pa.string()),
+            ("rows_in", pa.int64()),
+            ("pairs", pa.int64()),
+            ("mean_len_chosen", pa.float64()),
+            ("mean_len_rejected", pa.float64()),
+            ("max_len", pa.int64()),
+            ("dropped", pa.string()),  # JSON object rule -> count
+            ("quarantined", pa.int64()),
+        ]
+    ),
+)
+
+REWARDBENCH_SCORES = Contract(
+    "rewardbench_scores",
+    pa.schema(
+        [
+            ("subset", pa.string()),
+            ("id", pa.int64()),
+            ("score_chosen", pa.float64()),
+            ("score_rejected", pa.float64()),
+        ]
+    ),
+)
+
+RANKING_OUTCOMES = Contract(
+    "ranking_outcomes",
+    pa.schema([("item_a", pa.string()), ("item_b", pa.string()), ("winner", pa.string())]),
+)
+
+CONTRACTS: dict[str, Contract] = {
+    c.name: c for c in (PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, RANKING_OUTCOMES)
+}
+
+
+def contract(name: str) -> Contract:
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        raise ContractError(f"unknown contract {name!r}; known: {sorted(CONTRACTS)}") from None
+
+
+def _type_ok(actual: pa.DataType, expected: pa.DataType) -> bool:
+    if actual.equals(expected):
+        return True
+    # Large/small string variants and all-null columns are compatible encodings.
+    if pa.types.is_null(actual):
+        return True
+    if pa.types.is_string(expected) and pa.types.is_large_string(actual):
+        return True
+    if pa.types.is_list(expected) and (pa.types.is_list(actual) or pa.types.is_large_list(actual)):
+        return _type_ok(actual.value_type, expected.value_type)
+    if pa.types.is_struct(expected) and pa.types.is_struct(actual):
+        want = {expected.field(i).name: expected.field(i).type for i in range(expected.num_fields)}
+        have = {actual.field(i).name: actual.field(i).type for i in range(actual.num_fields)}
+        return want.keys() == have.keys() and all(_type_ok(have[k], want[k]) for k in want)
+    return False
+
+
+def validate(table: pa.Table, spec: Contract | str, *, where: str = "table") -> pa.Table:
+    """Check ``table`` against a contract; return it cast to the contract's exact schema.
+
+    Raises ContractError naming every missing, extra and mistyped column.
+    """
+    spec = contract(spec) if isinstance(spec, str) else spec
+    allowed = spec.full_schema
+    required = {f.name for f in spec.schema}
+    have = {f.name: f.type for f in table.schema}
+    missing = sorted(required - have.keys())
+    extra = sorted(have.keys() - {f.name for f in allowed})
+    mistyped = [
+        f"{f.name} (is {have[f.name]}, contract says {f.type})"
+        for f in allowed
+        if f.name in have and not _type_ok(have[f.name], f.type)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing columns: {', '.join(missing)}")
+    if extra:
+        problems.append(f"extra columns: {', '.join(extra)}")
+    if mistyped:
+        problems.append(f"mistyped columns: {'; '.join(mistyped)}")
+    if problems:
+        raise ContractError(f"{where} does not match contract {spec.name!r} v{spec.version}: " + "; ".join(problems))
+    target = pa.schema([f for f in allowed if f.name in have])
+    return table.select([f.name for f in target]).cast(target)

@@ -1,0 +1,95 @@
+"""The only Parquet read/write in rmflow: validates the contract, writes atomically.
+
+Every write goes to a temporary file in the destination directory and is renamed
+into place, so a killed stage never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_contracts import Contract, validate
+
+_CHUNK = 1 << 20
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_table(table: pa.Table, path: str | os.PathLike[str], contract: Contract | str) -> str:
+    """Validate ``table`` against ``contract``, write it atomically; return the file's sha256."""
+    checked = validate(table, contract, where=str(path))
+    with atomic_path(path) as tmp:
+        pq.write_table(checked, tmp, compression="zstd")
+    return file_sha256(path)
+
+
+def read_table(path: str | os.PathLike[str], contract: Contract | str | None = None) -> pa.Table:
+    """Read a Parquet file; with a contract, validate it (error names the file)."""
+    table = pq.read_table(path)
+    return validate(table, contract, where=str(path)) if contract is not None else table
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> str:
+    """Write JSON atomically (sorted keys, so equal content gives equal bytes); return sha256."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return file_sha256(path)
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> str:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return file_sha256(path)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def table_digest(table: pa.Table) -> str:
+    """Content digest of a table independent of Parquet encoding: sha256 over its IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def digest_strings(*parts: str) -> str:
+    """A stable sha256 of several strings (cache keys, pair ids)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\x00")
+    return h.hexdigest()

@@ -1,0 +1,74 @@
+"""The adapter interface every source implements, and the result it returns.
+
+An adapter knows where its source lives (hub id, pinned revision, file patterns in
+the hub repo, which a local mirror reproduces as ``<data_dir>/<hub id>/<path>``),
+and turns raw rows into the pair contract with the recipe's rules. Every raw row is
+accounted for: ``rows_in == kept + sum(dropped.values()) + quarantined``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import pyarrow as pa
+
+Pairing = Literal["best-vs-random", "all-pairs"]
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    """How a source is paired and capped (SPEC section 3); seeded, so deterministic."""
+
+    pairing: Pairing | None = None
+    """best-vs-random (v1) or all-pairs (v2); for sources with several responses per prompt."""
+    per_prompt: int | None = None
+    """At most this many pairs per prompt (SHP: 1 in v1, 5 in v2)."""
+    seed: int = 42
+
+
+class AccountingError(RuntimeError):
+    """rows_in != kept + dropped + quarantined: a bug, never a data problem."""
+
+
+@dataclass
+class CleanResult:
+    source: str
+    rows_in: int
+    pairs: pa.Table
+    """Pair contract rows."""
+    quarantine: pa.Table
+    """Quarantine contract rows: source, source_row, reason, raw (JSON)."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rule name -> rows removed by it (SPEC section 9 names)."""
+
+    @property
+    def kept(self) -> int:
+        return self.pairs.num_rows
+
+    @property
+    def quarantined(self) -> int:
+        return self.quarantine.num_rows
+
+    def check_accounting(self) -> None:
+        total = self.kept + sum(self.dropped.values()) + self.quarantined
+        if total != self.rows_in:
+            raise AccountingError(
+                f"{self.source}: rows_in={self.rows_in} but kept={self.kept} + dropped={sum(self.dropped.values())}"
+                f" {self.dropped} + quarantined={self.quarantined} = {total}"
+            )
+
+
+class SourceAdapter(Protocol):
+    name: str
+    """rmflow's source name, e.g. ``hh-rlhf/helpful-base`` or ``ultrafeedback``."""
+    hub_id: str
+    revision: str
+    """Pinned hub revision (commit sha) used when loading from the hub."""
+    splits: tuple[str, ...]
+
+    def file_patterns(self, split: str) -> list[str]:
+        """Glob patterns, relative to the dataset repo root, for one split's files."""
+
+    def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
+        """Raw rows (as read from the files) -> pairs + quarantine + drop counts."""

@@ -1,0 +1,1 @@
+"""The ``rmflow`` command line: drives the Prefect flows and the rmcore library."""

@@ -1,0 +1,79 @@
+"""``rmflow``: one console script, one module per command under ``rmflow.commands``.
+
+Each command module defines ``register(subparsers)``; its handler returns a dict that
+is printed as one JSON object with ``--json`` (logs go to stderr) or rendered for a
+person otherwise. Any failure exits non-zero with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+# Command modules, in the order --help lists them. Each owns one concern.
+COMMANDS = ("stack", "run", "download", "clean", "mix", "train", "eval", "score", "rank")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rmflow",
+        description="Reward-model factory: preference data -> Bradley-Terry reward model -> RewardBench -> registry.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"rmflow.commands.{name}")
+        except ModuleNotFoundError as e:  # a command still being built must not break the others
+            if e.name != f"rmflow.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def emit(result: Any, args: argparse.Namespace) -> None:
+    """Print a command's result: JSON on stdout with --json, else its human rendering."""
+    if result is None:
+        return
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    render = getattr(args, "render", None)
+    if render is not None:
+        render(result)
+    else:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        emit(args.func(args), args)
+    except KeyboardInterrupt:
+        print("rmflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's contract: one-line reason, non-zero exit
+        if args.verbose:
+            logging.getLogger("rmflow").exception("failed")
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"rmflow {args.command}: error: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
