@@ -10,4 +10,4 @@ from data_contracts.schemas import (
     validate,
 )
 
-__all__ = ["CONTRACT_VERSION", "CONTRACTS", "MESSAGES", "Contract", "ContractError", "contract", "validate"]
+__all__ = ["CONTRACTS", "CONTRACT_VERSION", "MESSAGES", "Contract", "ContractError", "contract", "validate"]

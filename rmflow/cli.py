@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rmflow: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - the CLI's contract: one-line reason, non-zero exit
+    except Exception as e:  # the CLI contract: one-line reason, non-zero exit
         if args.verbose:
             logging.getLogger("rmflow").exception("failed")
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

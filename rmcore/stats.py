@@ -1,0 +1,89 @@
+"""The dataset stats table (SPEC section 6; the recipe's section 3.1 table).
+
+Lengths are whitespace-delimited words of the whole conversation (prompt + answer):
+cleaning happens before any tokenizer is chosen, so words are the honest unit here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+LENGTH_UNIT = "words"
+
+
+def conversation_lengths(messages: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Words per row of a list<struct<role, content>> column, vectorised."""
+    arr = messages.combine_chunks() if isinstance(messages, pa.ChunkedArray) else messages
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    flat = pc.list_flatten(arr)
+    parents = pc.list_parent_indices(arr).to_numpy()
+    contents = pc.struct_field(flat, "content")
+    words = pc.fill_null(pc.count_substring_regex(contents, r"\S+"), 0).to_numpy(zero_copy_only=False)
+    return np.bincount(parents, weights=words, minlength=n).astype(np.int64)
+
+
+def stats_row(
+    source: str, pairs: pa.Table, *, rows_in: int, dropped: Mapping[str, int], quarantined: int
+) -> dict:
+    """One row of the stats table (contract SOURCE_STATS) for a set of pairs."""
+    chosen = conversation_lengths(pairs.column("chosen"))
+    rejected = conversation_lengths(pairs.column("rejected"))
+    has = len(chosen) > 0
+    return {
+        "source": source,
+        "rows_in": int(rows_in),
+        "pairs": int(pairs.num_rows),
+        "mean_len_chosen": round(float(chosen.mean()), 1) if has else 0.0,
+        "mean_len_rejected": round(float(rejected.mean()), 1) if has else 0.0,
+        "max_len": int(max(chosen.max(), rejected.max())) if has else 0,
+        "dropped": json.dumps(dict(sorted(dropped.items())), sort_keys=True),
+        "quarantined": int(quarantined),
+    }
+
+
+def total_row(rows: Iterable[Mapping], name: str = "total") -> dict:
+    """Pair-weighted totals over several stats rows (a mixture line)."""
+    rows = list(rows)
+    pairs = sum(r["pairs"] for r in rows)
+    dropped: dict[str, int] = {}
+    for r in rows:
+        for rule, count in json.loads(r["dropped"]).items():
+            dropped[rule] = dropped.get(rule, 0) + count
+
+    def weighted(key: str) -> float:
+        return round(sum(r[key] * r["pairs"] for r in rows) / pairs, 1) if pairs else 0.0
+
+    return {
+        "source": name,
+        "rows_in": sum(r["rows_in"] for r in rows),
+        "pairs": pairs,
+        "mean_len_chosen": weighted("mean_len_chosen"),
+        "mean_len_rejected": weighted("mean_len_rejected"),
+        "max_len": max((r["max_len"] for r in rows), default=0),
+        "dropped": json.dumps(dict(sorted(dropped.items())), sort_keys=True),
+        "quarantined": sum(r["quarantined"] for r in rows),
+    }
+
+
+def stats_markdown(rows: Iterable[Mapping], *, title: str | None = None) -> str:
+    """The stats table as markdown (Prefect artifact, README, closing notes)."""
+    lines = [f"### {title}", ""] if title else []
+    lines += [
+        f"| source | rows in | pairs | mean len chosen ({LENGTH_UNIT}) | mean len rejected | max len | dropped (rule: n) | quarantined |",
+        "|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        dropped = json.loads(r["dropped"])
+        dropped_text = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "-"
+        lines.append(
+            f"| {r['source']} | {r['rows_in']:,} | {r['pairs']:,} | {r['mean_len_chosen']} | "
+            f"{r['mean_len_rejected']} | {r['max_len']:,} | {dropped_text} | {r['quarantined']:,} |"
+        )
+    return "\n".join(lines) + "\n"
