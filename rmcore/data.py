@@ -1,0 +1,189 @@
+"""Tokenisation of conversations and the pair collator (chosen block, then rejected block).
+
+A conversation is a list of ``{role, content}`` messages. With a chat template the
+tokenizer renders it (the template writes its own BOS/EOS, so the text is tokenised
+without adding special tokens again: no doubled BOS); without one, a plain-text fallback
+``Human: ...\\n\\nAssistant: ...`` is tokenised with the tokenizer's usual specials.
+Sequences longer than ``max_length`` are cut from the left (the answer at the end is what
+the reward judges; a leading BOS/CLS is kept) or dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Truncation = Literal["left", "drop"]
+_ROLE_NAMES = {"user": "Human", "assistant": "Assistant", "system": "System"}
+
+
+def render_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, bool]:
+    """The conversation as text, and whether that text already carries its special tokens."""
+    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(msgs, tokenize=False), True
+    text = "\n\n".join(f"{_ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in msgs)
+    return text, False
+
+
+def _leading_special(tokenizer: Any, ids: list[int]) -> int:
+    """1 when the sequence starts with BOS/CLS (kept through left truncation), else 0."""
+    heads = {tokenizer.bos_token_id, tokenizer.cls_token_id} - {None}
+    return 1 if ids and ids[0] in heads else 0
+
+
+def truncate(tokenizer: Any, ids: list[int], *, max_length: int, truncation: Truncation) -> list[int] | None:
+    """Cut ``ids`` to ``max_length`` from the left (keeping a leading BOS/CLS) or drop (None)."""
+    if len(ids) <= max_length:
+        return ids
+    if truncation == "drop":
+        return None
+    if truncation != "left":
+        raise ValueError(f"truncation must be 'left' or 'drop', got {truncation!r}")
+    keep = _leading_special(tokenizer, ids)
+    return ids[:keep] + ids[len(ids) - (max_length - keep) :]
+
+
+def _dedupe_bos(tokenizer: Any, ids: list[int]) -> list[int]:
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+        return ids[1:]
+    return ids
+
+
+def encode_conversation(
+    tokenizer: Any, messages: Sequence[dict[str, str]], *, max_length: int, truncation: Truncation = "left"
+) -> list[int] | None:
+    """Token ids of one conversation (chat template or plain text), truncated; None when dropped."""
+    return encode_conversations(tokenizer, [messages], max_length=max_length, truncation=truncation)[0]
+
+
+def encode_conversations(
+    tokenizer: Any,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    *,
+    max_length: int,
+    truncation: Truncation = "left",
+) -> list[list[int] | None]:
+    """Batched ``encode_conversation`` (one fast-tokenizer call for the whole list)."""
+    rendered = [render_conversation(tokenizer, c) for c in conversations]
+    out: list[list[int] | None] = [None] * len(rendered)
+    for templated in (True, False):
+        idx = [i for i, (_, t) in enumerate(rendered) if t == templated]
+        if not idx:
+            continue
+        enc = tokenizer([rendered[i][0] for i in idx], add_special_tokens=not templated)["input_ids"]
+        for i, ids in zip(idx, enc):
+            out[i] = truncate(
+                tokenizer, _dedupe_bos(tokenizer, list(ids)), max_length=max_length, truncation=truncation
+            )
+    return out
+
+
+@dataclass
+class EncodedPairs:
+    """Token ids of the pairs that survived truncation, and what happened to the others."""
+
+    chosen: list[list[int]]
+    rejected: list[list[int]]
+    rows: list[int]
+    """Row index in the input of each kept pair."""
+    margins: list[float] | None
+    truncated: int = 0
+    """Sequences (chosen or rejected) cut from the left."""
+    dropped: int = 0
+    """Pairs dropped because a side was longer than max_length (truncation="drop")."""
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+
+def encode_pairs(
+    tokenizer: Any,
+    chosen: Sequence[Sequence[dict[str, str]]],
+    rejected: Sequence[Sequence[dict[str, str]]],
+    *,
+    max_length: int,
+    truncation: Truncation = "left",
+    margins: Sequence[float | None] | None = None,
+) -> EncodedPairs:
+    """Encode chosen/rejected conversations; count truncated sequences and dropped pairs."""
+    full_c = encode_conversations(tokenizer, chosen, max_length=10**9, truncation="left")
+    full_r = encode_conversations(tokenizer, rejected, max_length=10**9, truncation="left")
+    out = EncodedPairs([], [], [], [] if margins is not None else None)
+    for i, (c, r) in enumerate(zip(full_c, full_r)):
+        tc = truncate(tokenizer, c, max_length=max_length, truncation=truncation)
+        tr = truncate(tokenizer, r, max_length=max_length, truncation=truncation)
+        if tc is None or tr is None:
+            out.dropped += 1
+            continue
+        out.truncated += (len(c) > max_length) + (len(r) > max_length)
+        out.chosen.append(tc)
+        out.rejected.append(tr)
+        out.rows.append(i)
+        if out.margins is not None:
+            out.margins.append(float(margins[i] or 0.0))
+    out.stats = {
+        "pairs_in": len(full_c),
+        "pairs_kept": len(out),
+        "sequences_truncated": out.truncated,
+        "pairs_dropped": out.dropped,
+    }
+    log.info(
+        "encoded %d pairs: kept %d, %d sequences truncated from the left, %d pairs dropped (max_length=%d)",
+        len(full_c),
+        len(out),
+        out.truncated,
+        out.dropped,
+        max_length,
+    )
+    return out
+
+
+@dataclass
+class PairBatch:
+    """One micro-batch: rows [0, B) are the chosen sequences, rows [B, 2B) the rejected ones."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    real_tokens: int
+    """Non-pad tokens in the batch."""
+    margins: torch.Tensor | None = None
+
+    @property
+    def processed_tokens(self) -> int:
+        return self.input_ids.numel()
+
+    @property
+    def num_pairs(self) -> int:
+        return self.input_ids.shape[0] // 2
+
+
+def collate_pairs(
+    chosen: Sequence[Sequence[int]],
+    rejected: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    margins: Sequence[float] | None = None,
+) -> PairBatch:
+    """Right-pad chosen + rejected sequences to the longest one; chosen block first."""
+    if len(chosen) != len(rejected) or not chosen:
+        raise ValueError(
+            f"need the same non-zero number of chosen and rejected, got {len(chosen)} and {len(rejected)}"
+        )
+    seqs = [*chosen, *rejected]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    m = torch.as_tensor(margins, dtype=torch.float32) if margins is not None else None
+    return PairBatch(ids, mask, real_tokens=int(mask.sum()), margins=m)
