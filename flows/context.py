@@ -1,0 +1,54 @@
+"""What every flow resolves first: the recipe, where the data comes from, where outputs go."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rmcore.recipe import Recipe, load_recipe
+from tasks.caching import work_dir
+
+log = logging.getLogger("rmflow")
+
+HUB = "hub"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    recipe: Recipe
+    data_dir: Path | None
+    """A hub-mirror folder, or None for the Hugging Face hub itself."""
+    data_label: str
+    """Said in every report: which data this run used."""
+    work: Path
+
+
+def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str]:
+    """``--data-dir`` / $RMFLOW_DATA_DIR (a mirror, or ``hub``), else the built-in generated sample."""
+    chosen = data_dir or os.environ.get("RMFLOW_DATA_DIR")
+    if chosen == HUB:
+        return None, "the Hugging Face hub (pinned revisions)"
+    if chosen:
+        path = Path(chosen).expanduser().resolve()
+        if not path.is_dir():
+            raise FileNotFoundError(f"data dir {path} does not exist (give a hub-mirror folder, or 'hub')")
+        from rmcore.sample_data import is_generated
+
+        kind = "GENERATED sample data" if is_generated(path) else "real data from the local mirror"
+        return path, f"{kind} at {path}"
+    from rmcore.sample_data import write_sample_mirror
+
+    sample = work / "generated-sample"
+    if not (sample / "GENERATED.md").exists():
+        write_sample_mirror(sample)
+    return sample, f"GENERATED sample data (built-in generator, no real rows) at {sample}"
+
+
+def resolve(recipe: str, data_dir: str | None = None, work_dir_: str | None = None) -> RunContext:
+    loaded = load_recipe(recipe)
+    work = work_dir(work_dir_)
+    data, label = resolve_data_dir(data_dir, work)
+    log.info("recipe %s (%s); data: %s; outputs under %s", loaded.name, loaded.path, label, work)
+    return RunContext(loaded, data, label, work)

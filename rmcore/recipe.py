@@ -1,0 +1,96 @@
+"""A recipe: one YAML that says what data, which model and how to evaluate and register.
+
+``load_recipe`` validates every section before any work starts (unknown keys, wrong
+types, unknown sources), naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rmcore.config import ConfigError, from_mapping, load_yaml
+from rmcore.mixtures import MixtureConfig, SourceSpec
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    model_name: str = "rmflow-reward"
+    """Registered model name in the MLflow model registry."""
+    promote: bool = True
+    """Move alias ``champion`` when the RewardBench overall is not lower than the champion's."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    data: MixtureConfig
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    description: str = ""
+    path: str = ""
+
+
+def _check_sources(specs: tuple[SourceSpec, ...], where: str) -> None:
+    from rmcore.sources.registry import SOURCE_NAMES
+
+    for i, spec in enumerate(specs):
+        if spec.source not in SOURCE_NAMES:
+            raise ConfigError(
+                f"{where}[{i}].source: unknown source {spec.source!r}; valid sources: {', '.join(SOURCE_NAMES)}"
+            )
+
+
+def _check_section(section: str, data: dict[str, Any], where: str) -> None:
+    """Validate the train/eval sections with their owners' typed configs, when present."""
+    if section == "train":
+        from rmcore.train_config import TrainConfig
+
+        from_mapping(TrainConfig, data, where=where)
+    elif section == "eval":
+        from rmcore.evaluate.config import EvalConfig
+
+        from_mapping(EvalConfig, data, where=where)
+
+
+def recipe_from_mapping(raw: dict[str, Any], *, where: str = "recipe") -> Recipe:
+    raw = dict(raw)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: 'name' is required (a short string such as 'v1')")
+    data = dict(raw.get("data") or {})
+    data.setdefault("name", name)
+    raw["data"] = from_mapping(MixtureConfig, data, where=f"{where}.data")
+    _check_sources(raw["data"].sources, f"{where}.data.sources")
+    _check_sources(raw["data"].heldout, f"{where}.data.heldout")
+    for section in ("train", "eval"):
+        if section in raw:
+            if not isinstance(raw[section], dict):
+                raise ConfigError(f"{where}.{section}: expected a mapping")
+            _check_section(section, raw[section], f"{where}.{section}")
+    return from_mapping(Recipe, raw, where=where)
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A path, or a bare name of a shipped recipe (``v1`` -> deployments/recipes/v1.yaml)."""
+    path = Path(recipe)
+    if path.exists():
+        return path
+    shipped = RECIPES_DIR / f"{recipe}.yaml"
+    if shipped.exists():
+        return shipped
+    raise ConfigError(
+        f"recipe {recipe!r} not found; give a YAML path or one of: "
+        + ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    )
+
+
+def load_recipe(recipe: str | Path, **overrides: Any) -> Recipe:
+    path = resolve_recipe_path(recipe)
+    loaded = recipe_from_mapping(load_yaml(path), where=str(path))
+    loaded = replace(loaded, path=str(path.resolve()))
+    return replace(loaded, **overrides) if overrides else loaded

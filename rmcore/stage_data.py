@@ -1,0 +1,138 @@
+"""File-level data stages: download (raw Parquet + manifest) and clean (pairs + quarantine + stats).
+
+These are the functions the Prefect tasks and the CLI call: paths in, paths and digests out.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from data_contracts import PAIRS, QUARANTINE, RAW_MANIFEST, validate
+from rmcore import io
+from rmcore.sources.base import CleanOptions, CleanResult
+from rmcore.stats import stats_row
+
+log = logging.getLogger(__name__)
+
+
+def source_files(source: str, split: str, data_dir: Path) -> list[Path]:
+    """The mirror files of one source split (``<data_dir>/<hub id>/<pattern>``), sorted."""
+    from rmcore.sources.registry import get_adapter
+
+    adapter = get_adapter(source)
+    root = Path(data_dir) / adapter.hub_id
+    found = {Path(p) for pattern in adapter.file_patterns(split) for p in glob.glob(str(root / pattern))}
+    return sorted(p for p in found if p.is_file())
+
+
+def source_fingerprint(source: str, split: str, data_dir: Path | None) -> str:
+    """Content digest of a source split's input: the mirror files' bytes, or hub id @ revision."""
+    from rmcore.sources.registry import get_adapter
+
+    adapter = get_adapter(source)
+    if data_dir is None:
+        return f"hub:{adapter.hub_id}@{adapter.revision}"
+    h = hashlib.sha256()
+    files = source_files(source, split, data_dir)
+    for path in files:
+        h.update(str(path.relative_to(data_dir)).encode())
+        h.update(io.file_sha256(path).encode())
+    return h.hexdigest() if files else "missing"
+
+
+def download_source(source: str, split: str, data_dir: Path | None, out_dir: Path) -> dict:
+    """Read one source split from the mirror or the hub; write raw.parquet, bad_rows.parquet, manifest."""
+    from rmcore.sources.mirror import read_raw
+    from rmcore.sources.registry import get_adapter
+
+    adapter = get_adapter(source)
+    raw = read_raw(adapter, split, data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sha = io.write_table(raw.table, out_dir / "raw.parquet", None)
+    bad = quarantine_table(source, raw.bad_rows)
+    io.write_table(bad, out_dir / "bad_rows.parquet", QUARANTINE)
+    manifest = {
+        "source": source,
+        "subset": source,
+        "split": split,
+        "origin": raw.origin,
+        "revision": raw.revision,
+        "rows": raw.table.num_rows + bad.num_rows,
+        "sha256": sha,
+        "output": str(out_dir / "raw.parquet"),
+        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    io.write_table(
+        pa.Table.from_pylist([manifest], schema=RAW_MANIFEST.schema),
+        out_dir / "manifest.parquet",
+        RAW_MANIFEST,
+    )
+    io.write_json({**manifest, "files": [str(f) for f in raw.files]}, out_dir / "manifest.json")
+    log.info(
+        "downloaded %s/%s: %d rows (%d unreadable) from %s",
+        source,
+        split,
+        manifest["rows"],
+        bad.num_rows,
+        raw.origin,
+    )
+    return manifest
+
+
+def quarantine_table(source: str, bad_rows: list) -> pa.Table:
+    """Rows that could not even be read (bad JSON, bad encoding) as quarantine rows."""
+    rows = [
+        {"source": source, "source_row": int(r), "reason": reason, "raw": raw} for r, reason, raw in bad_rows
+    ]
+    return pa.Table.from_pylist(rows, schema=QUARANTINE.schema)
+
+
+def clean_downloaded(source: str, split: str, raw_dir: Path, options: CleanOptions, out_dir: Path) -> dict:
+    """Clean one downloaded source split; every raw row is kept, dropped by a rule or quarantined."""
+    from rmcore.sources.registry import get_adapter
+
+    adapter = get_adapter(source)
+    raw = io.read_table(raw_dir / "raw.parquet")
+    unreadable = io.read_table(raw_dir / "bad_rows.parquet", QUARANTINE)
+    result: CleanResult = adapter.clean(raw, options, split=split)
+    result.rows_in += unreadable.num_rows
+    if unreadable.num_rows:
+        own = validate(result.quarantine, QUARANTINE, where=f"{source} quarantine")
+        result.quarantine = pa.concat_tables([own, unreadable])
+    result.check_accounting()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    io.write_table(result.pairs, out_dir / "pairs.parquet", PAIRS)
+    io.write_table(result.quarantine, out_dir / "quarantine.parquet", QUARANTINE)
+    stats = stats_row(
+        source, result.pairs, rows_in=result.rows_in, dropped=result.dropped, quarantined=result.quarantined
+    )
+    summary = {
+        "source": source,
+        "split": split,
+        "rows_in": result.rows_in,
+        "kept": result.kept,
+        "dropped": dict(sorted(result.dropped.items())),
+        "quarantined": result.quarantined,
+        "output": str(out_dir / "pairs.parquet"),
+        "quarantine": str(out_dir / "quarantine.parquet"),
+        "digest": io.table_digest(io.read_table(out_dir / "pairs.parquet")),
+        "stats": stats,
+    }
+    io.write_json(summary, out_dir / "summary.json")
+    log.info(
+        "cleaned %s/%s: %d in, %d kept, dropped %s, %d quarantined",
+        source,
+        split,
+        result.rows_in,
+        result.kept,
+        json.dumps(result.dropped),
+        result.quarantined,
+    )
+    return summary

@@ -1,0 +1,68 @@
+"""Content-addressed caching for every stage.
+
+A stage's key is the digest of (stage name, its input digests, its config hash, the
+rmcore fingerprint, the work directory). The same key names the stage's output folder,
+so a cache hit always points at outputs that exist: if the folder is gone the key
+function answers a fresh key and the stage recomputes into the same folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+
+from rmcore.config import to_dict
+from rmcore.fingerprint import rmcore_fingerprint
+
+DEFAULT_WORK_DIR = Path("runs")
+
+
+def work_dir(value: str | os.PathLike[str] | None = None) -> Path:
+    """The root of all stage outputs: argument, else $RMFLOW_WORK_DIR, else ./runs."""
+    chosen = value or os.environ.get("RMFLOW_WORK_DIR") or DEFAULT_WORK_DIR
+    return Path(chosen).expanduser().resolve()
+
+
+def stage_key(stage: str, **material: Any) -> str:
+    """The content key of one stage run (first 24 hex of a sha256)."""
+    blob = json.dumps(
+        {"stage": stage, "rmcore": rmcore_fingerprint(), **to_dict(material)}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass
+class StageCache(CachePolicy):
+    """Prefect cache policy: key = ``stage_key`` of the task's key parameters.
+
+    ``key_params`` names the parameters that are key material; ``output_of`` maps
+    (key, parameters) to the output folder whose completeness a hit requires.
+    """
+
+    stage: str = ""
+    key_params: tuple[str, ...] = ()
+    output_of: Callable[[str, dict[str, Any]], Path] | None = None
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        key = stage_key(self.stage, **{k: inputs.get(k) for k in self.key_params})
+        if self.output_of is not None and not (self.output_of(key, inputs) / "_SUCCESS").exists():
+            return f"{key}-rebuild-{uuid.uuid4().hex}"
+        return key
+
+
+def mark_success(out_dir: Path, summary: dict[str, Any]) -> None:
+    """Written last inside a stage's output folder: the folder is complete."""
+    from rmcore import io
+
+    io.write_json(summary, out_dir / "_SUCCESS")
