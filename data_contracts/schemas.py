@@ -117,13 +117,28 @@ REWARDBENCH_SCORES = Contract(
     ),
 )
 
+# Per-pair rewards on held-out pairs (evaluation stage); lengths in words of the answer.
+HELDOUT_SCORES = Contract(
+    "heldout_scores",
+    pa.schema(
+        [
+            ("pair_id", pa.string()),
+            ("source", pa.string()),
+            ("score_chosen", pa.float64()),
+            ("score_rejected", pa.float64()),
+            ("len_chosen", pa.int64()),
+            ("len_rejected", pa.int64()),
+        ]
+    ),
+)
+
 RANKING_OUTCOMES = Contract(
     "ranking_outcomes",
     pa.schema([("item_a", pa.string()), ("item_b", pa.string()), ("winner", pa.string())]),
 )
 
 CONTRACTS: dict[str, Contract] = {
-    c.name: c for c in (PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, RANKING_OUTCOMES)
+    c.name: c for c in (PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, HELDOUT_SCORES, RANKING_OUTCOMES)
 }
 
 
