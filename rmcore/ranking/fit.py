@@ -1,0 +1,115 @@
+"""``fit_bradley_terry``: outcomes -> strengths with standard errors, intervals and notes.
+
+Identification: the likelihood only sees differences of log-strengths, so results are
+reported either centred (``reference=None``: strengths sum to zero) or relative to a
+reference item (its strength is 0, its standard error 0). Differences between items,
+win probabilities and the ranking do not depend on that choice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from rmcore.ranking.counts import PairCounts, TieRule, counts_from_outcomes
+from rmcore.ranking.priors import Prior, resolve_prior
+from rmcore.ranking.result import Z95, RankingResult
+from rmcore.ranking.solvers import DENSE_MAX_ITEMS, information, log_likelihood, solve
+
+log = logging.getLogger(__name__)
+
+
+def fit_bradley_terry(
+    outcomes: pa.Table | PairCounts,
+    *,
+    method: str = "newton",
+    ties: TieRule = "half",
+    prior: str | Prior = "auto",
+    prior_strength: float | None = None,
+    reference: str | None = None,
+    max_iter: int | None = None,
+    tol: float = 1e-9,
+    learning_rate: float | None = None,
+    standard_errors: bool = True,
+) -> RankingResult:
+    """Maximum-likelihood (or, with a prior, MAP) Bradley-Terry log-strengths.
+
+    ``outcomes``: a table (item_a, item_b, winner) or precomputed PairCounts.
+    ``method``: "newton" (default, fastest), "mm" (Hunter) or "gradient" (the seed's update).
+    ``ties``: "half" (a tie is half a win for each side) or "drop".
+    ``prior``: "auto" (none if the MLE exists, else 1 virtual game per item, noted in
+    ``notes``), "none", "virtual", "gaussian", "gamma" or a Prior; ``prior_strength`` sets its weight.
+    ``tol``: stop when every component of the score is <= tol (in wins).
+    """
+    counts = outcomes if isinstance(outcomes, PairCounts) else counts_from_outcomes(outcomes, ties=ties)
+    if counts.n_pairs == 0 and counts.n_items > 1:
+        raise ValueError("no comparisons between two different items: nothing to rank")
+    ref = None if reference is None else counts.index(reference)
+    chosen, notes = resolve_prior(prior, prior_strength, counts)
+    notes = data_notes(counts) + notes
+    out = solve(counts, chosen, method, max_iter, tol, learning_rate)
+    if not out.converged:
+        msg = f"{method} did not converge in {out.iterations} iterations (largest score {out.max_gradient:.3g})"
+        log.warning(msg)
+        notes.append(f"warning: {msg}; raise max_iter or use method='newton'")
+    theta = out.theta - (out.theta[ref] if ref is not None else out.theta.mean())
+    se = contrast_std_errors(out.theta, counts, chosen, ref) if standard_errors else np.full(theta.size, np.nan)
+    if standard_errors and np.isnan(se).all() and counts.n_items > DENSE_MAX_ITEMS:
+        notes.append(f"standard errors skipped: more than {DENSE_MAX_ITEMS} items")
+    return RankingResult(
+        items=counts.items,
+        strengths=theta,
+        std_errors=se,
+        ci_low=theta - Z95 * se,
+        ci_high=theta + Z95 * se,
+        wins=counts.wins,
+        losses=counts.losses,
+        ties=counts.ties,
+        method=method,
+        tie_rule=counts.tie_rule,
+        prior=chosen.describe(),
+        normalisation="sum-to-zero" if ref is None else f"reference item {reference!r} = 0",
+        iterations=out.iterations,
+        converged=out.converged,
+        log_likelihood=log_likelihood(out.theta, counts),
+        max_gradient=out.max_gradient,
+        n_comparisons=int(counts.wins.sum() + counts.ties.sum() // 2),
+        notes=tuple(notes),
+    )
+
+
+def data_notes(counts: PairCounts) -> list[str]:
+    notes = []
+    if counts.self_comparisons:
+        notes.append(f"{counts.self_comparisons} comparisons of an item with itself ignored (no information)")
+    n_ties = int(counts.ties.sum() // 2)
+    if n_ties:
+        how = "counted as half a win for each side" if counts.tie_rule == "half" else "dropped"
+        notes.append(f"{n_ties} ties {how}")
+    return notes
+
+
+def covariance(theta: np.ndarray, counts: PairCounts, prior: Prior) -> np.ndarray:
+    """Inverse information. Without a prior it is singular along (1,...,1): use its pseudo-inverse."""
+    h = information(theta, counts, prior)
+    n = theta.size
+    if prior.kind == "none":
+        # h 1 = 0 and h is otherwise positive definite (connected graph), so
+        # inv(h + J/n) = pinv(h) + J/n: one dense inverse gives the pseudo-inverse.
+        return np.linalg.inv(h + 1.0 / n) - 1.0 / n
+    return np.linalg.inv(h)
+
+
+def contrast_std_errors(theta: np.ndarray, counts: PairCounts, prior: Prior, ref: int | None) -> np.ndarray:
+    """Standard errors of theta_i - mean(theta) (sum-to-zero) or of theta_i - theta_ref."""
+    if counts.n_items > DENSE_MAX_ITEMS:
+        return np.full(theta.size, np.nan)
+    cov = covariance(theta, counts, prior)
+    diag = np.diag(cov)
+    if ref is None:
+        var = diag - 2.0 * cov.mean(axis=1) + cov.mean()
+    else:
+        var = diag + cov[ref, ref] - 2.0 * cov[:, ref]
+    return np.sqrt(np.clip(var, 0.0, None))
