@@ -4,10 +4,32 @@ from data_contracts.schemas import (
     CONTRACT_VERSION,
     CONTRACTS,
     MESSAGES,
+    MIXTURE,
+    PAIRS,
+    QUARANTINE,
+    RANKING_OUTCOMES,
+    RAW_MANIFEST,
+    REWARDBENCH_SCORES,
+    SOURCE_STATS,
     Contract,
     ContractError,
     contract,
     validate,
 )
 
-__all__ = ["CONTRACTS", "CONTRACT_VERSION", "MESSAGES", "Contract", "ContractError", "contract", "validate"]
+__all__ = [
+    "CONTRACTS",
+    "CONTRACT_VERSION",
+    "MESSAGES",
+    "MIXTURE",
+    "PAIRS",
+    "QUARANTINE",
+    "RANKING_OUTCOMES",
+    "RAW_MANIFEST",
+    "REWARDBENCH_SCORES",
+    "SOURCE_STATS",
+    "Contract",
+    "ContractError",
+    "contract",
+    "validate",
+]
