@@ -51,11 +51,17 @@ def fit_bradley_terry(
     notes = data_notes(counts) + notes
     out = solve(counts, chosen, method, max_iter, tol, learning_rate)
     if not out.converged:
-        msg = f"{method} did not converge in {out.iterations} iterations (largest score {out.max_gradient:.3g})"
+        msg = (
+            f"{method} did not converge in {out.iterations} iterations (largest score {out.max_gradient:.3g})"
+        )
         log.warning(msg)
         notes.append(f"warning: {msg}; raise max_iter or use method='newton'")
     theta = out.theta - (out.theta[ref] if ref is not None else out.theta.mean())
-    se = contrast_std_errors(out.theta, counts, chosen, ref) if standard_errors else np.full(theta.size, np.nan)
+    se = (
+        contrast_std_errors(out.theta, counts, chosen, ref)
+        if standard_errors
+        else np.full(theta.size, np.nan)
+    )
     if standard_errors and np.isnan(se).all() and counts.n_items > DENSE_MAX_ITEMS:
         notes.append(f"standard errors skipped: more than {DENSE_MAX_ITEMS} items")
     return RankingResult(

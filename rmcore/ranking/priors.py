@@ -115,10 +115,11 @@ def resolve_prior(prior: str | Prior, strength: float | None, counts: PairCounts
         if mle_exists(counts):
             return Prior("none"), ["prior: none; the win graph is strongly connected, so the MLE exists"]
         chosen = Prior("virtual", AUTO_PRIOR_STRENGTH if strength is None else strength)
-        return chosen, [
+        note = (
             "prior: the plain MLE does not exist (some item never won, never lost, or the comparison graph is"
             f" not strongly connected), so a small prior was added: {chosen.describe()}"
-        ]
+        )
+        return chosen, [note]
     if prior == "none":
         if not mle_exists(counts):
             raise ValueError(

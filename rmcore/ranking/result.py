@@ -59,7 +59,9 @@ class RankingResult:
         try:
             return self.items.index(item)
         except ValueError:
-            raise KeyError(f"item {item!r} was not in the outcomes; known: {', '.join(self.items[:8])}...") from None
+            raise KeyError(
+                f"item {item!r} was not in the outcomes; known: {', '.join(self.items[:8])}..."
+            ) from None
 
     def to_table(self, top: int | None = None) -> pa.Table:
         """The leaderboard: one row per item, strongest first."""

@@ -144,9 +144,12 @@ def solve_mm(counts: PairCounts, prior: Prior, max_iter: int, tol: float) -> Sol
 def default_learning_rate(counts: PairCounts, prior: Prior) -> float:
     """1 / (an upper bound on the curvature): games per item / 2 bounds the Laplacian's top eigenvalue."""
     bound = counts.item_comparisons().max() / 2.0
-    bound += {"none": 0.0, "virtual": prior.strength / 4, "gaussian": prior.strength, "gamma": prior.strength}[
-        prior.kind
-    ]
+    bound += {
+        "none": 0.0,
+        "virtual": prior.strength / 4,
+        "gaussian": prior.strength,
+        "gamma": prior.strength,
+    }[prior.kind]
     return 1.0 / bound
 
 
