@@ -1,0 +1,138 @@
+"""``rmflow eval MODEL_DIR --rewardbench PATH``: RewardBench v1 scores of a reward model.
+
+Writes ``scores.parquet`` (subset, id, score_chosen, score_rejected), the JSON summary,
+a markdown table and plots into ``--out``; prints per-subset, per-category and overall
+scores (official aggregation) with the length-only rule beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="RewardBench v1 scores of a reward model (per subset, category, overall)",
+        description=(
+            "Score the RewardBench v1 'filtered' split with the reward model in MODEL_DIR and aggregate "
+            "exactly as the official scorer (ties wrong; category weights from the official table; overall = "
+            "mean of Chat, Chat Hard, Safety, Reasoning). Writes scores.parquet + rewardbench_summary.json."
+        ),
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="reward model folder (HF layout, safetensors)")
+    p.add_argument(
+        "--rewardbench",
+        required=True,
+        metavar="PATH",
+        help="Parquet/JSONL file in the hub schema, a hub-mirror folder, or 'allenai/reward-bench' (needs --revision)",
+    )
+    p.add_argument("--revision", default=None, help="hub commit of allenai/reward-bench (hub loads only)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default $RMFLOW_WORK_DIR/eval/<model> or ./runs/eval/<model>)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="conversations per forward pass (default 16)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="token budget, truncated from the left (default: the model's)",
+    )
+    p.add_argument(
+        "--sample-per-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score only N rows per subset (a quick, SAMPLED run)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-subset sample")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument(
+        "--bf16", dest="bf16", action="store_true", help="bfloat16 autocast (faster on CPU)"
+    )
+    precision.add_argument("--fp32", dest="bf16", action="store_false", help="full fp32 scoring (default)")
+    p.set_defaults(bf16=False)
+    p.add_argument(
+        "--weights",
+        choices=("official", "row_counts"),
+        default="official",
+        help="category weights: the official table (default; leaderboard) or true row counts",
+    )
+    p.add_argument(
+        "--allow-missing-subsets", action="store_true", help="score an incomplete file (reported as partial)"
+    )
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=run, render=render)
+
+
+def _default_out(model_dir: str) -> Path:
+    root = Path(os.environ.get("RMFLOW_WORK_DIR") or "runs")
+    return root / "eval" / (Path(model_dir).resolve().name or "model")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from rmcore.config import from_mapping
+    from rmcore.evaluate import EvalConfig, evaluate_rewardbench
+
+    if not Path(args.model_dir).is_dir():
+        raise FileNotFoundError(f"{args.model_dir}: no such model folder")
+    config = from_mapping(
+        EvalConfig,
+        {
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "bf16": args.bf16,
+            "sample_per_subset": args.sample_per_subset,
+            "seed": args.seed,
+            "weights": args.weights,
+            "allow_missing_subsets": args.allow_missing_subsets,
+            "hub_revision": args.revision,
+            "plots": args.plots,
+        },
+        where="rmflow eval",
+    )
+    out = Path(args.out) if args.out else _default_out(args.model_dir)
+    summary = evaluate_rewardbench(args.model_dir, args.rewardbench, out, config)
+    return cli_result(summary)
+
+
+def cli_result(summary: dict) -> dict:
+    """The JSON the command prints: scores per subset, category and overall, and where files are."""
+    keep = ("accuracy", "n", "ties", "ci95", "category", "length_rule_accuracy", "margin_length_spearman")
+    return {
+        "overall": summary["overall"],
+        "overall_form": summary["overall_form"],
+        "categories": summary["categories"],
+        "prior_sets": summary["prior_sets"],
+        "subsets": {name: {k: v[k] for k in keep} for name, v in summary["subsets"].items()},
+        "length_rule": summary["length_rule"],
+        "ece": summary["calibration"]["ece"],
+        "ties": summary["ties"],
+        "weights": summary["weights_name"],
+        "rows_scored": summary["rows_scored"],
+        "sampled": summary["sampled"],
+        "complete": summary["complete"],
+        "missing_subsets": summary["missing_subsets"],
+        "exclusions": summary["exclusions"],
+        "scoring": summary["scoring"],
+        "scores": summary["paths"]["scores"],
+        "summary": summary["paths"]["summary"],
+        "markdown": summary["paths"]["markdown"],
+    }
+
+
+def render(result: dict) -> None:
+    out = sys.stdout
+    out.write(Path(result["markdown"]).read_text())
+    s = result["scoring"]
+    out.write(
+        f"\n{result['rows_scored']} pairs, {s['precision']}, batch {s['batch_size']}, max_length {s['max_length']}: "
+        f"{s['seconds']:.1f} s ({s['pairs_per_s']:.2f} pairs/s)\n"
+    )
+    out.write(f"scores: {result['scores']}\nsummary: {result['summary']}\n")
