@@ -138,7 +138,7 @@ def find_pipeline_run(pipeline_run_id: str, experiment_id: str) -> str | None:
     """Run id tagged with ``pipeline_run_id`` in the experiment, or None (oldest if several)."""
     runs = client().search_runs(
         [experiment_id],
-        filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{_quote(pipeline_run_id)}'",
+        filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{quote_filter_value(pipeline_run_id)}'",
         order_by=["attributes.start_time ASC"],
         max_results=10,
     )
@@ -430,6 +430,6 @@ def git_revision(repo_dir: str | Path | None = None) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
-def _quote(value: str) -> str:
+def quote_filter_value(value: str) -> str:
     """Escape a value for an MLflow search filter string literal."""
     return value.replace("\\", "\\\\").replace("'", "\\'")
