@@ -1,0 +1,72 @@
+"""The evaluation task: model folder + RewardBench file + held-out pairs -> scores and reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from rmcore import io
+from rmcore.config import from_mapping
+from tasks.caching import StageCache, mark_success, stage_key
+
+
+def _eval_dir(key: str, p: dict[str, Any]) -> Path:
+    return Path(p["work"]) / "eval" / key
+
+
+@task(
+    name="evaluate",
+    task_run_name="evaluate",
+    cache_policy=StageCache(
+        "evaluate", ("eval", "model_digest", "rewardbench_digest", "heldout", "work"), _eval_dir
+    ),
+    persist_result=True,
+    result_serializer="json",
+)
+def evaluate_task(
+    eval: dict,
+    model_dir: str,
+    model_digest: str,
+    rewardbench_path: str | None,
+    rewardbench_digest: str | None,
+    heldout: dict[str, dict],
+    work: str,
+) -> dict:
+    """RewardBench (exact official aggregation) + held-out accuracy per source with length bias."""
+    from rmcore.evaluate.config import EvalConfig
+    from rmcore.evaluate.heldout import evaluate_heldout
+    from rmcore.evaluate.rewardbench import evaluate_rewardbench
+
+    logger = get_run_logger()
+    config = from_mapping(EvalConfig, eval, where="recipe.eval")
+    params = {
+        "eval": eval,
+        "model_digest": model_digest,
+        "rewardbench_digest": rewardbench_digest,
+        "heldout": {k: v["digest"] for k, v in heldout.items()},
+        "work": work,
+    }
+    key = stage_key("evaluate", **params)
+    out = _eval_dir(key, params)
+    if not (out / "_SUCCESS").exists():
+        with io.atomic_dir(out) as tmp:
+            result: dict[str, Any] = {"key": key}
+            if rewardbench_path:
+                rb = evaluate_rewardbench(model_dir, rewardbench_path, tmp / "rewardbench", config)
+                # Paths inside the summaries name the temp folder: consumers use dir + file names.
+                result["rewardbench"] = {k: v for k, v in rb.items() if k != "paths"}
+            if heldout:
+                ho = evaluate_heldout(
+                    model_dir, {k: v["output"] for k, v in heldout.items()}, tmp / "heldout", config
+                )
+                result["heldout"] = ho["sources"]
+            io.write_json(result, tmp / "eval_summary.json")
+            mark_success(tmp, {"key": key})
+    result = io.read_json(out / "eval_summary.json")
+    result["dir"] = str(out)
+    if "rewardbench" in result:
+        logger.info("RewardBench overall %.2f", result["rewardbench"]["overall"])
+    return result

