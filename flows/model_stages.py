@@ -1,0 +1,146 @@
+"""Train, evaluate and register composed from tasks; shared by the stage flows and the pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from flows.context import RunContext
+from rmcore import io
+from rmcore.config import config_hash
+from tasks import tracking
+from tasks.evaluate import evaluate_task
+from tasks.register import register_task
+from tasks.train import train_task
+
+REWARDBENCH_FILE = Path("allenai/reward-bench/data/filtered-00000-of-00001.parquet")
+
+
+def rewardbench_input(ctx: RunContext) -> tuple[str | None, str | None]:
+    """Where RewardBench comes from: the data dir's mirror copy, or the hub (pinned revision)."""
+    if ctx.data_dir is None:
+        revision = ctx.recipe.eval.get("hub_revision")
+        return "allenai/reward-bench", f"hub:{revision}"
+    path = ctx.data_dir / REWARDBENCH_FILE
+    if not path.exists():
+        get_run_logger().warning("no RewardBench file at %s: RewardBench is skipped, no champion gate", path)
+        return None, None
+    return str(path), io.file_sha256(path)
+
+
+def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: dict | None) -> str:
+    """The pipeline run's MLflow run with params and dataset lineage."""
+    run_id = tracking.start_pipeline_run(
+        flow_run_id,
+        run_name=f"{ctx.recipe.name}/{flow_run_name}",
+        tags={
+            "rmflow.recipe": ctx.recipe.name,
+            "rmflow.data": ctx.data_label,
+            "rmflow.prefect_flow_run": flow_run_id,
+        },
+    )
+    tracking.log_params(
+        run_id,
+        {
+            "recipe": ctx.recipe.name,
+            "recipe_path": ctx.recipe.path,
+            "config_hash": config_hash(ctx.recipe),
+            "data": ctx.data_label,
+            "train": ctx.recipe.train,
+            "eval": ctx.recipe.eval,
+        },
+    )
+    if data:
+        mixture = data["mixture"]
+        tracking.log_dataset_input(
+            run_id,
+            mixture["path"],
+            name=f"mixture-{ctx.recipe.name}",
+            digest=mixture["digest"],
+            context="training",
+            manifest_path=mixture["manifest"],
+            rows=mixture["rows"],
+        )
+        for key, cleaned in data["heldout"].items():
+            tracking.log_dataset_input(
+                run_id,
+                cleaned["output"],
+                name=key,
+                digest=cleaned["digest"],
+                context="evaluation",
+                rows=cleaned["kept"],
+            )
+        tracking.log_artifacts(run_id, [mixture["stats_markdown"], mixture["manifest"]], artifact_path="data")
+    return run_id
+
+
+def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
+    trained = train_task(
+        ctx.recipe.train, mixture["path"], mixture["digest"], str(ctx.work), mlflow_run_id=run_id
+    )
+    if run_id:
+        tracking.log_metrics(run_id, trained["metrics"], prefix="final/")
+    return trained
+
+
+def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_id: str | None) -> dict:
+    rb_path, rb_digest = rewardbench_input(ctx)
+    evaluated = evaluate_task(
+        ctx.recipe.eval, trained["model_dir"], trained["digest"], rb_path, rb_digest, heldout, str(ctx.work)
+    )
+    rb_dir = Path(evaluated["dir"]) / "rewardbench"
+    if "rewardbench" in evaluated:
+        rb = evaluated["rewardbench"]
+        create_markdown_artifact(
+            key=f"rewardbench-{ctx.recipe.name}".lower(),
+            markdown=(rb_dir / "rewardbench.md").read_text() + f"\n\nData: {ctx.data_label}\n",
+            description=f"RewardBench, overall {rb['overall']:.2f}",
+        )
+    if run_id:
+        metrics = {}
+        if "rewardbench" in evaluated:
+            rb = evaluated["rewardbench"]
+            metrics["rewardbench/overall"] = rb["overall"]
+            metrics.update({f"rewardbench/{k}": v for k, v in rb["categories"].items()})
+            metrics.update({f"rewardbench/subset/{k}": v["accuracy"] for k, v in rb["subsets"].items()})
+        for source, result in evaluated.get("heldout", {}).items():
+            metrics.update(tracking.numeric_leaves(result, prefix=f"heldout/{source.replace(':', '_')}/"))
+        tracking.log_metrics(run_id, metrics)
+        tracking.log_artifacts(run_id, [Path(evaluated["dir"])], artifact_path="evaluation")
+    return evaluated
+
+
+def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict | None, run_id: str) -> dict:
+    overall = evaluated.get("rewardbench", {}).get("overall")
+    tags = {
+        "rmflow.recipe": ctx.recipe.name,
+        "rmflow.config_hash": config_hash(ctx.recipe),
+        "rmflow.train_config_hash": trained["config_hash"],
+        "rmflow.git_revision": tracking.git_revision() or "unknown",
+        "rmflow.data": ctx.data_label,
+    }
+    if mixture:
+        tags["rmflow.mixture_digest"] = mixture["digest"]
+    registered = register_task(
+        trained["model_dir"],
+        name=ctx.recipe.register.model_name,
+        run_id=run_id,
+        tags=tags,
+        rewardbench_overall=overall,
+        promote=ctx.recipe.register.promote and overall is not None,
+    )
+    base = tracking.resolve_tracking_uri()
+    if base.startswith("http"):
+        create_link_artifact(
+            key=f"mlflow-run-{ctx.recipe.name}".lower(),
+            link=f"{base}/#/experiments/0/runs/{run_id}",
+            link_text=f"MLflow run {run_id}",
+        )
+        create_link_artifact(
+            key=f"mlflow-model-{ctx.recipe.name}".lower(),
+            link=f"{base}/#/models/{registered['name']}/versions/{registered['version']}",
+            link_text=f"{registered['name']} v{registered['version']}",
+        )
+    return registered

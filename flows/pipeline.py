@@ -1,0 +1,80 @@
+"""The end-to-end flow: download -> clean + pair -> mixture -> train -> evaluate -> register."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.context import resolve
+from flows.data_stages import run_data_stages
+from flows.model_stages import run_evaluate, run_register, run_train, start_tracking
+from tasks import tracking
+
+
+@flow(name="rmflow-pipeline", log_prints=True)
+def pipeline_flow(
+    recipe: str = "deployments/recipes/demo.yaml",
+    data_dir: str | None = None,
+    work_dir: str | None = None,
+) -> dict:
+    """Turn a recipe's preference data into a registered, RewardBench-scored reward model.
+
+    recipe: a YAML under deployments/recipes/ (demo, v1-v4) or any path.
+    data_dir: a hub-mirror folder, or "hub"; empty: $RMFLOW_DATA_DIR, else the GENERATED sample.
+    work_dir: where stage outputs go (content-addressed); empty: $RMFLOW_WORK_DIR or ./runs.
+    """
+    ctx = resolve(recipe, data_dir, work_dir)
+    data = run_data_stages(ctx)
+    run_id = start_tracking(ctx, str(flow_run.get_id() or "local"), str(flow_run.get_name() or "local"), data)
+    failed = True
+    try:
+        trained = run_train(ctx, data["mixture"], run_id)
+        evaluated = run_evaluate(ctx, trained, data["heldout"], run_id)
+        registered = run_register(ctx, trained, evaluated, data["mixture"], run_id)
+        failed = False
+    finally:
+        tracking.end_pipeline_run(run_id, failed=failed)
+    summary = {
+        "recipe": ctx.recipe.name,
+        "data": ctx.data_label,
+        "missing": data["missing"],
+        "mixture": {k: data["mixture"][k] for k in ("path", "digest", "rows", "counts")},
+        "model_dir": trained["model_dir"],
+        "train_metrics": trained["metrics"],
+        "rewardbench": {k: evaluated["rewardbench"][k] for k in ("overall", "categories", "sampled", "ties")}
+        if "rewardbench" in evaluated
+        else None,
+        "heldout": {
+            k: {m: v.get(m) for m in ("accuracy", "ci95", "length_rule_accuracy", "n")}
+            for k, v in evaluated.get("heldout", {}).items()
+        },
+        "evaluation_dir": evaluated["dir"],
+        "mlflow_run_id": run_id,
+        "tracking_uri": tracking.resolve_tracking_uri(),
+        "registered": registered,
+    }
+    create_markdown_artifact(key=f"pipeline-{ctx.recipe.name}".lower(), markdown=summary_markdown(summary))
+    return summary
+
+
+def summary_markdown(s: dict) -> str:
+    lines = [f"## rmflow pipeline: recipe {s['recipe']}", "", f"**Data:** {s['data']}", ""]
+    if s["missing"]:
+        lines += [f"**Left out (not in the data):** {', '.join(s['missing'])}", ""]
+    lines += [f"- mixture: {s['mixture']['rows']:,} pairs, digest `{s['mixture']['digest'][:16]}`"]
+    if s["rewardbench"]:
+        rb = s["rewardbench"]
+        sampled = " (stratified sample)" if rb.get("sampled") else ""
+        cats = ", ".join(f"{k} {v:.1f}" for k, v in rb["categories"].items())
+        lines += [f"- RewardBench overall{sampled}: **{rb['overall']:.2f}** ({cats})"]
+    for source, h in s["heldout"].items():
+        lines += [
+            f"- held-out {source}: accuracy {h['accuracy']}, length-only rule {h['length_rule_accuracy']}"
+        ]
+    reg = s["registered"]
+    lines += [
+        f"- registered `{reg['model_uri']}`; champion: v{reg['champion']}",
+        f"- MLflow run `{s['mlflow_run_id']}`",
+    ]
+    return "\n".join(lines) + "\n"

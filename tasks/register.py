@@ -1,0 +1,53 @@
+"""The registration task: log the evaluated model to MLflow, register it, apply the champion gate.
+
+Not cached (it writes to the registry) but idempotent: a version that already holds the
+same model folder is reused, so a rerun or a retry never registers a duplicate.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from tasks import registry, tracking
+
+
+def existing_version(name: str, model_digest: str) -> int | None:
+    """A version of ``name`` whose model folder has this digest, from any run."""
+    versions = tracking.client().search_model_versions(
+        f"name = '{tracking.quote_filter_value(name)}' and tags.`{registry.TAG_MODEL_DIGEST}` = '{model_digest}'"
+    )
+    return min((int(v.version) for v in versions), default=None)
+
+
+@task(name="register", task_run_name="register {name}", retries=2, retry_delay_seconds=5)
+def register_task(
+    model_dir: str,
+    *,
+    name: str,
+    run_id: str,
+    tags: dict[str, str],
+    rewardbench_overall: float | None,
+    promote: bool,
+) -> dict:
+    """Register a model version (alias ``candidate``); promote to ``champion`` through the gate."""
+    logger = get_run_logger()
+    digest = registry.model_dir_digest(model_dir)
+    version = existing_version(name, digest)
+    score = float("nan") if rewardbench_overall is None else float(rewardbench_overall)
+    if version is None:
+        reg = registry.register_reward_model(
+            model_dir, name=name, run_id=run_id, tags=tags, rewardbench_overall=score
+        )
+        version, created = reg.version, reg.created
+    else:
+        tracking.client().set_registered_model_alias(name, registry.CANDIDATE, str(version))
+        created = False
+        logger.info("model folder already registered as %s v%d: not registering it again", name, version)
+    result = {"name": name, "version": version, "created": created, "model_uri": f"models:/{name}/{version}"}
+    if promote:
+        decision = registry.promote_if_better(name, version, score)
+        result["gate"] = decision.to_dict()
+        logger.info("champion gate: %s", decision.reason)
+    result["champion"] = registry.current_champion(name)
+    return result
