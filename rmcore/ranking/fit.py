@@ -44,7 +44,7 @@ def fit_bradley_terry(
     ``tol``: stop when every component of the score is <= tol (in wins).
     """
     counts = outcomes if isinstance(outcomes, PairCounts) else counts_from_outcomes(outcomes, ties=ties)
-    if counts.n_pairs == 0 and counts.n_items > 1:
+    if counts.n_pairs == 0:
         raise ValueError("no comparisons between two different items: nothing to rank")
     ref = None if reference is None else counts.index(reference)
     chosen, notes = resolve_prior(prior, prior_strength, counts)
