@@ -1,0 +1,78 @@
+"""``rmflow run RECIPE``: the end-to-end pipeline (download -> ... -> register) for a recipe.
+
+When the local stack is up (``rmflow up``) the run goes to its Prefect server and MLflow
+server, so it shows in both UIs; otherwise Prefect runs an ephemeral API and MLflow
+writes to the local SQLite store under $RMFLOW_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rmflow.commands.common import add_data_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the end-to-end pipeline for a recipe",
+        description="download -> clean + pair -> mixture -> train -> evaluate -> register, every stage cached "
+        "by content. RECIPE: a YAML path or a shipped name (demo, v1, v2, v3, v4).",
+    )
+    p.add_argument("recipe", help="recipe YAML path or shipped recipe name")
+    add_data_args(p)
+    p.set_defaults(func=run, render=render)
+
+
+def use_running_stack() -> dict | None:
+    """Point this process at the local stack when it runs (env of its workers)."""
+    from rmflow import stack
+
+    state = stack.status()
+    if not state["processes"][stack.PREFECT]["healthy"]:
+        return None
+    saved = stack._load(stack.default_home()) or {}
+    cfg = stack.StackConfig(
+        home=stack.default_home(),
+        host=saved.get("host", "127.0.0.1"),
+        prefect_port=int(saved.get("prefect_port", 4200)),
+        mlflow_port=int(saved.get("mlflow_port", 5000)),
+    )
+    os.environ.update(
+        {k: v for k, v in stack.child_env(cfg).items() if k.startswith(("PREFECT_", "MLFLOW_", "RMFLOW_"))}
+    )
+    return state
+
+
+def run(args: argparse.Namespace) -> dict:
+    state = use_running_stack()
+    from flows.pipeline import pipeline_flow
+
+    summary = pipeline_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)
+    if state:
+        summary["prefect_ui"] = state["prefect_url"]
+        summary["mlflow_ui"] = state["mlflow_url"]
+    return summary
+
+
+def render(s: dict) -> None:
+    from flows.pipeline import summary_markdown
+
+    out = sys.stdout
+    out.write("\n" + summary_markdown(s))
+    out.write(f"\nWhere to look:\n  data used:        {s['data']}\n")
+    if s.get("prefect_ui"):
+        out.write(f"  Prefect UI:       {s['prefect_ui']}/runs\n")
+        out.write(f"  MLflow UI:        {s['mlflow_ui']}/#/models/{s['registered']['name']}\n")
+    else:
+        out.write(f"  MLflow store:     {s['tracking_uri']}\n")
+    out.write(f"  MLflow run:       {s['mlflow_run_id']}\n")
+    out.write(
+        f"  champion model:   models:/{s['registered']['name']}@champion (v{s['registered']['champion']})\n"
+    )
+    out.write(f"  RewardBench table: {s['evaluation_dir']}/rewardbench/rewardbench.md\n")
+    out.write(
+        f"  score a response: rmflow score models:/{s['registered']['name']}@champion --prompt ... --response ...\n"
+    )
