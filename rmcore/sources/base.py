@@ -41,6 +41,20 @@ class CleanResult:
     """Quarantine contract rows: source, source_row, reason, raw (JSON)."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Rule name -> rows removed by it (SPEC section 9 names)."""
+    unit: str = "row"
+    """What ``rows_in`` counts. ``row``: one raw row is one candidate comparison. ``candidate``
+    (sources with several responses per prompt): ``rows_in`` = the n(n-1)/2 candidate
+    comparisons of every prompt with n >= 2 responses + one unit per raw row that cannot
+    form any (quarantined, or a prompt with < 2 responses); ``raw_rows`` then says how
+    many raw rows were read."""
+    raw_rows: int | None = None
+    """Raw rows read (equals ``rows_in`` when ``unit == "row"``)."""
+
+    @property
+    def quarantine_reasons(self) -> dict[str, int]:
+        """Reason code (the part of ``reason`` before ':') -> quarantined rows."""
+        codes = [r.split(":", 1)[0] for r in self.quarantine.column("reason").to_pylist()]
+        return {c: codes.count(c) for c in sorted(set(codes))}
 
     @property
     def kept(self) -> int:

@@ -1,0 +1,266 @@
+"""Pair ids, candidate comparisons per prompt, best-vs-random / all-pairs selection, per-prompt caps.
+
+Sources with several scored responses per prompt (UltraFeedback, HelpSteer) are paired
+here, vectorised with numpy so a million prompts take seconds. The unit of accounting
+for them is the *candidate comparison*: a prompt with n >= 2 responses holds n(n-1)/2
+candidates, and each is kept or removed by exactly one named rule; a prompt with fewer
+than two responses counts as one unit removed by the caller's rule. Everything random
+is drawn from ``numpy.random.default_rng(seed)`` in a fixed order, so a seed fixes the
+output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rmcore.io import digest_strings
+
+BEST_VS_RANDOM = "best-vs-random"
+ALL_PAIRS = "all-pairs"
+PAIRINGS = (BEST_VS_RANDOM, ALL_PAIRS)
+
+# Rule names (SPEC section 9) shared by the grouped sources.
+UNRATED = "unrated_response"
+SAME_TEXT = "chosen_equals_rejected"
+EQUAL_SCORES = "equal_scores"
+NOT_SELECTED = "not_best_vs_random"
+PER_PROMPT_CAP = "per_prompt_cap"
+
+
+# ---------------------------------------------------------------- pair ids
+
+
+def canonical_json(obj: Any) -> str:
+    """The one JSON spelling of a value: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def pair_id(source: str, chosen: list[dict[str, str]], rejected: list[dict[str, str]]) -> str:
+    """Stable id of a comparison: sha256 over source + canonical JSON of both message lists."""
+    return digest_strings(source, canonical_json(chosen), canonical_json(rejected))
+
+
+_JSON_ESCAPES = (
+    ("\\", "\\\\"),
+    ('"', '\\"'),
+    ("\n", "\\n"),
+    ("\r", "\\r"),
+    ("\t", "\\t"),
+    ("\b", "\\b"),
+    ("\f", "\\f"),
+)
+_OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"
+
+
+def json_escape(strings: pa.Array) -> pa.Array:
+    """Arrow strings -> their JSON string bodies, exactly as ``json.dumps(ensure_ascii=False)``."""
+    out = strings
+    for raw, escaped in _JSON_ESCAPES:
+        out = pc.replace_substring(out, raw, escaped)
+    rare = pc.match_substring_regex(strings, _OTHER_CONTROL)
+    if pc.any(rare).as_py():  # control characters without a short escape: let json do the few rows
+        idx = np.flatnonzero(rare.to_numpy(zero_copy_only=False))
+        fixed = out.to_pylist()
+        for i in idx:
+            fixed[i] = json.dumps(strings[int(i)].as_py(), ensure_ascii=False)[1:-1]
+        out = pa.array(fixed, pa.string())
+    return out
+
+
+def single_turn_messages_json(prompt_esc: pa.Array, answer_esc: pa.Array) -> pa.Array:
+    """canonical_json([{user: prompt}, {assistant: answer}]) for escaped Arrow strings."""
+    return pc.binary_join_element_wise(
+        '[{"content":"', prompt_esc, '","role":"user"},{"content":"', answer_esc, '","role":"assistant"}]', ""
+    )
+
+
+def single_turn_pair_ids(
+    source: str, prompt_esc: pa.Array, chosen_esc: pa.Array, rejected_esc: pa.Array
+) -> list[str]:
+    """``pair_id`` for many single-turn pairs at once (same bytes hashed, same ids)."""
+    joined = pc.binary_join_element_wise(
+        source,
+        single_turn_messages_json(prompt_esc, chosen_esc),
+        single_turn_messages_json(prompt_esc, rejected_esc),
+        "",
+        "\x00",
+    )
+    sha = hashlib.sha256
+    return [sha(b).hexdigest() for b in pc.cast(joined, pa.binary()).to_pylist()]
+
+
+# ---------------------------------------------------------------- grouped pairing
+
+
+@dataclass
+class GroupPairs:
+    """Selected comparisons as item indices, plus how many candidates each rule removed."""
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    group: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _combinations(n: int) -> np.ndarray:
+    i, j = np.triu_indices(n, k=1)
+    return np.stack([i, j], axis=1)
+
+
+def all_candidates(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (a, b) item pair with a < b inside each group of a CSR ``offsets`` array.
+
+    Returns item index arrays a, b and the group of each candidate, ordered by group then (a, b).
+    """
+    sizes = np.diff(offsets)
+    parts_a, parts_b, parts_g = [], [], []
+    for n in np.unique(sizes[sizes >= 2]):
+        groups = np.flatnonzero(sizes == n)
+        combos = _combinations(int(n))
+        starts = offsets[groups][:, None]
+        parts_a.append((starts + combos[:, 0]).ravel())
+        parts_b.append((starts + combos[:, 1]).ravel())
+        parts_g.append(np.repeat(groups, len(combos)))
+    if not parts_a:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    a, b, g = (np.concatenate(p).astype(np.int64) for p in (parts_a, parts_b, parts_g))
+    order = np.lexsort((b, a, g))
+    return a[order], b[order], g[order]
+
+
+def same_text(texts: pa.Array, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mask of candidates whose two response texts are identical."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
+    eq = pc.equal(texts.take(pa.array(a)), texts.take(pa.array(b)))
+    return pc.fill_null(eq, False).to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _label(scores: np.ndarray, texts: pa.Array, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks of candidates removed by each rule, first rule wins: unrated, same text, equal scores."""
+    unrated = np.isnan(scores[a]) | np.isnan(scores[b])
+    same = ~unrated & same_text(texts, a, b)
+    equal = ~unrated & ~same & (scores[a] == scores[b])
+    return {UNRATED: unrated, SAME_TEXT: same, EQUAL_SCORES: equal}
+
+
+def pairs_all(offsets: np.ndarray, scores: np.ndarray, texts: pa.Array) -> GroupPairs:
+    """v2: every candidate of every group; chosen = the higher score."""
+    a, b, g = all_candidates(offsets)
+    masks = _label(scores, texts, a, b)
+    keep = ~(masks[UNRATED] | masks[SAME_TEXT] | masks[EQUAL_SCORES])
+    a, b, g = a[keep], b[keep], g[keep]
+    a_wins = scores[a] > scores[b]
+    chosen, rejected = np.where(a_wins, a, b), np.where(a_wins, b, a)
+    return GroupPairs(chosen, rejected, g, {k: int(m.sum()) for k, m in masks.items()})
+
+
+def _first_best(offsets: np.ndarray, scores: np.ndarray, group_of: np.ndarray) -> np.ndarray:
+    """Per group, the first item with the highest score (NaN = unrated never wins)."""
+    masked = np.where(np.isnan(scores), -np.inf, scores)
+    sizes = np.diff(offsets)
+    nonempty = sizes > 0
+    best = np.full(len(sizes), -1, dtype=np.int64)
+    if not nonempty.any():
+        return best
+    top = np.full(len(sizes), -np.inf)
+    top[nonempty] = np.maximum.reduceat(masked, offsets[:-1][nonempty])
+    is_top = (masked == top[group_of]) & ~np.isnan(scores)
+    pos = np.where(is_top, np.arange(len(scores)), np.iinfo(np.int64).max)
+    first = np.minimum.reduceat(pos, offsets[:-1][nonempty])
+    best[nonempty] = np.where(first == np.iinfo(np.int64).max, -1, first)
+    return best
+
+
+def pairs_best_vs_random(
+    offsets: np.ndarray, scores: np.ndarray, texts: pa.Array, u: np.ndarray
+) -> GroupPairs:
+    """v1: per group, the first best-scored item against a uniformly random other rated item.
+
+    ``u`` holds one uniform [0, 1) draw per group (drawn by the caller, so the draws do
+    not depend on which groups are rated). The selected candidate is then removed if
+    both texts are equal or both scores are equal (the recipe: "delete the selected
+    pairs with equal scores"); every other rated candidate is ``not_best_vs_random``.
+    """
+    sizes = np.diff(offsets)
+    group_of = np.repeat(np.arange(len(sizes)), sizes)
+    rated = ~np.isnan(scores)
+    n_rated = np.bincount(group_of[rated], minlength=len(sizes)) if len(scores) else np.zeros(len(sizes), int)
+    all_cands = sizes * (sizes - 1) // 2
+    rated_cands = n_rated * (n_rated - 1) // 2
+    best = _first_best(offsets, scores, group_of)
+    live = n_rated >= 2
+    # the k-th rated, non-best item of each live group, k = floor(u * (n_rated - 1))
+    k = np.floor(u * np.maximum(n_rated - 1, 1)).astype(np.int64)
+    eligible = rated & (np.arange(len(scores)) != best[group_of])
+    rank = np.cumsum(eligible) - 1
+    start_rank = np.concatenate([[0], np.cumsum(eligible)])[offsets[:-1]]
+    local = rank - start_rank[group_of]
+    pick = eligible & live[group_of] & (local == k[group_of])
+    other = np.full(len(sizes), -1, dtype=np.int64)
+    other[group_of[pick]] = np.flatnonzero(pick)
+    g = np.flatnonzero(live)
+    a, b = best[g], other[g]
+    same = same_text(texts, a, b)
+    equal = ~same & (scores[a] == scores[b])
+    keep = ~(same | equal)
+    dropped = {
+        UNRATED: int((all_cands - rated_cands)[sizes >= 2].sum()),
+        SAME_TEXT: int(same.sum()),
+        EQUAL_SCORES: int(equal.sum()),
+        NOT_SELECTED: int((rated_cands[live] - 1).sum()),
+    }
+    return GroupPairs(a[keep], b[keep], g[keep], dropped)
+
+
+def pair_groups(
+    offsets: np.ndarray, scores: np.ndarray, texts: pa.Array, *, pairing: str, seed: int
+) -> GroupPairs:
+    """Pair the items (``scores``/``texts`` in group order) of each group of CSR ``offsets``; seeded."""
+    if pairing == ALL_PAIRS:
+        return pairs_all(offsets, scores, texts)
+    if pairing == BEST_VS_RANDOM:
+        u = np.random.default_rng(seed).random(len(offsets) - 1)
+        return pairs_best_vs_random(offsets, scores, texts, u)
+    raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
+
+
+# ---------------------------------------------------------------- caps
+
+
+def cap_per_group(groups: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Boolean mask keeping at most ``cap`` rows per group value, a seeded random choice.
+
+    Rows of one group compete by a random key drawn per row, so which rows survive is
+    fixed by the seed and independent of the order groups appear in.
+    """
+    if cap < 1:
+        raise ValueError(f"per-prompt cap must be >= 1, got {cap}")
+    n = len(groups)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    key = np.random.default_rng(seed).random(n)
+    order = np.lexsort((key, groups))
+    sorted_groups = groups[order]
+    new_group = np.concatenate([[True], sorted_groups[1:] != sorted_groups[:-1]])
+    starts = np.flatnonzero(new_group)
+    run_start = np.repeat(starts, np.diff(np.append(starts, n)))
+    rank = np.arange(n) - run_start
+    keep = np.zeros(n, dtype=bool)
+    keep[order] = rank < cap
+    return keep
+
+
+def group_codes(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Dense int codes of a string column in order of first appearance (equal strings, equal codes)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.cast(pa.large_string()).combine_chunks()
+    return pc.dictionary_encode(values).indices.to_numpy(zero_copy_only=False).astype(np.int64)

@@ -1,0 +1,117 @@
+"""nvidia/HelpSteer: one row per response, 0-4 ratings; grouped by prompt and paired, vectorised.
+
+Rows: ``prompt, response, helpfulness, correctness, coherence, complexity, verbosity``.
+Score = mean(helpfulness, correctness). Responses are grouped by identical prompt text
+(groups in order of first appearance, responses in row order); pairing as in
+rmcore.pairing: v1 best vs one random other, v2 all pairs; equal scores dropped.
+Accounting per candidate comparison (``unit = "candidate"``): a prompt with a single
+response is one unit ``single_response_prompt``; rows with a missing text or a
+missing/NaN helpfulness or correctness are quarantined (one unit each). A pair's
+``source_row`` is the chosen response's row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rmcore.pairing import (
+    BEST_VS_RANDOM,
+    EQUAL_SCORES,
+    NOT_SELECTED,
+    PER_PROMPT_CAP,
+    SAME_TEXT,
+    cap_per_group,
+    group_codes,
+    pair_groups,
+)
+from rmcore.sources.base import CleanOptions, CleanResult
+from rmcore.sources.tables import quarantine_table, raw_json, row_numbers, single_turn_pairs_table
+
+SINGLE = "single_response_prompt"
+RULES = (SINGLE, SAME_TEXT, EQUAL_SCORES, NOT_SELECTED, PER_PROMPT_CAP)
+SCORE_FIELDS = ("helpfulness", "correctness")
+
+
+def _quarantine_reasons(raw: pa.Table) -> dict[int, str]:
+    """Row index -> reason for rows missing a text or a usable score."""
+    reasons: dict[int, str] = {}
+    for name in ("prompt", "response", *SCORE_FIELDS):
+        if name not in raw.column_names:
+            raise ValueError(f"HelpSteer raw table has no {name!r} column (columns: {raw.column_names})")
+        col = raw.column(name)
+        for i in np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False)):
+            reasons.setdefault(int(i), f"missing_field: {name}")
+        if name in SCORE_FIELDS:
+            if not (
+                pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)
+            ):
+                raise ValueError(f"HelpSteer column {name!r} has type {col.type}; expected numbers")
+            values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(np.isnan(values) | np.isinf(values)):
+                reasons.setdefault(int(i), f"nan_score: {name}")
+    return reasons
+
+
+@dataclass(frozen=True)
+class HelpSteer:
+    name: str = "helpsteer"
+    hub_id: str = "nvidia/HelpSteer"
+    revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
+    splits: tuple[str, ...] = ("train", "validation")
+
+    def file_patterns(self, split: str) -> list[str]:
+        return [f"{split}.jsonl.gz", f"data/{split}-*.parquet"]
+
+    def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
+        numbers = row_numbers(raw)
+        reasons = _quarantine_reasons(raw)
+        good = np.ones(raw.num_rows, dtype=bool)
+        good[list(reasons)] = False
+        table = raw.filter(pa.array(good)) if reasons else raw
+        rows = numbers[good]
+        codes = group_codes(table.column("prompt"))
+        order = np.argsort(codes, kind="stable")
+        sizes = np.bincount(codes, minlength=int(codes.max()) + 1 if len(codes) else 0)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        h, c = (
+            pc.cast(table.column(f), pa.float64()).to_numpy(zero_copy_only=False)[order] for f in SCORE_FIELDS
+        )
+        scores = (h + c) / 2
+        responses = table.column("response").combine_chunks().take(pa.array(order))
+        gp = pair_groups(
+            offsets, scores, responses, pairing=options.pairing or BEST_VS_RANDOM, seed=options.seed
+        )
+        dropped = {SINGLE: int((sizes == 1).sum()), **gp.dropped}
+        dropped.pop("unrated_response", None)  # quarantine already removed every unscored row
+        chosen, rejected, group = gp.chosen, gp.rejected, gp.group
+        if options.per_prompt is not None:
+            keep = cap_per_group(group, options.per_prompt, options.seed)
+            dropped[PER_PROMPT_CAP] = int((~keep).sum())
+            chosen, rejected, group = chosen[keep], rejected[keep], group[keep]
+        prompts = table.column("prompt").combine_chunks().take(pa.array(order[offsets[:-1]]))
+        pairs = single_turn_pairs_table(
+            self.name, split, prompts, group, responses, chosen, rejected, scores, rows[order][chosen]
+        )
+        q = sorted(reasons)
+        result = CleanResult(
+            source=self.name,
+            rows_in=int((sizes * (sizes - 1) // 2).sum() + (sizes == 1).sum() + len(q)),
+            pairs=pairs,
+            quarantine=quarantine_table(
+                self.name,
+                [int(numbers[i]) for i in q],
+                [reasons[i] for i in q],
+                [raw_json(raw.slice(i, 1).to_pylist()[0]) for i in q],
+            ),
+            dropped={
+                k: dropped.get(k, 0) for k in RULES if k != PER_PROMPT_CAP or options.per_prompt is not None
+            },
+            unit="candidate",
+            raw_rows=raw.num_rows,
+        )
+        result.check_accounting()
+        return result

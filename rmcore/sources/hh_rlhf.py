@@ -1,0 +1,109 @@
+"""Anthropic/hh-rlhf: whole "\\n\\nHuman: ...\\n\\nAssistant: ..." transcripts -> message pairs.
+
+Rules, in order (the first that applies names the row's fate):
+- chosen and rejected texts identical -> dropped ``chosen_equals_rejected``;
+- a transcript without Human/Assistant markers, with text before the first marker or
+  starting with an Assistant turn -> quarantined ``unparseable_transcript``;
+- two turns of one role in a row (a marker lost, e.g. "Humans:" or an inline
+  "  Human:") -> quarantined ``consecutive_same_role``;
+- a transcript ending with a Human turn -> quarantined ``not_ending_with_assistant``;
+- chosen and rejected differ before their last assistant turn -> quarantined
+  ``prompt_mismatch`` (the pair does not compare two answers to one prompt);
+- identical after parsing (whitespace-only difference) -> dropped ``chosen_equals_rejected``;
+- an empty final assistant answer on either side -> dropped ``empty_final_answer``;
+- an empty turn inside the shared prompt -> dropped ``empty_prompt_turn``.
+Turn contents are stripped of surrounding whitespace. No scores (both null).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from rmcore.sources.base import CleanOptions, CleanResult
+from rmcore.sources.tables import Drop, Message, Quarantine, clean_rows, require_str
+
+SUBSETS = ("helpful-base", "helpful-rejection-sampled", "helpful-online", "harmless-base")
+HUB_ID = "Anthropic/hh-rlhf"
+REVISION = "main"  # not pinned yet: no hub access here to read the commit sha
+RULES = ("chosen_equals_rejected", "empty_final_answer", "empty_prompt_turn")
+
+_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+_ROLE = {"Human": "user", "Assistant": "assistant"}
+
+
+def parse_transcript(text: str, side: str = "transcript") -> list[Message]:
+    """Split a transcript into alternating user/assistant messages ending with the assistant.
+
+    Raises Quarantine naming the defect; ``side`` (chosen/rejected) goes into the reason.
+    """
+    parts = _MARKER.split(text)
+    if len(parts) < 3:
+        raise Quarantine("unparseable_transcript", f"{side} has no 'Human:'/'Assistant:' turns")
+    if parts[0].strip():
+        raise Quarantine("unparseable_transcript", f"{side} has text before its first turn marker")
+    messages = [{"role": _ROLE[parts[k]], "content": parts[k + 1].strip()} for k in range(1, len(parts), 2)]
+    if messages[0]["role"] != "user":
+        raise Quarantine("unparseable_transcript", f"{side} starts with an Assistant turn")
+    for i in range(1, len(messages)):
+        if messages[i]["role"] == messages[i - 1]["role"]:
+            raise Quarantine(
+                "consecutive_same_role", f"{side} turns {i - 1} and {i} are both {messages[i]['role']}"
+            )
+    if messages[-1]["role"] != "assistant":
+        raise Quarantine("not_ending_with_assistant", f"{side} ends with a Human turn")
+    return messages
+
+
+def pair_from_transcripts(row: dict[str, Any]) -> dict[str, Any]:
+    """One raw hh-rlhf row -> prompt/chosen/rejected messages, or Drop/Quarantine."""
+    chosen_text = require_str(row, "chosen")
+    rejected_text = require_str(row, "rejected")
+    if chosen_text == rejected_text:
+        raise Drop("chosen_equals_rejected")
+    chosen = parse_transcript(chosen_text, "chosen")
+    rejected = parse_transcript(rejected_text, "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(chosen, rejected)) if a != b), min(len(chosen), len(rejected))
+        )
+        raise Quarantine(
+            "prompt_mismatch",
+            f"chosen ({len(chosen)} turns) and rejected ({len(rejected)} turns) differ at turn {diff}, before the answer",
+        )
+    if chosen == rejected:
+        raise Drop("chosen_equals_rejected")
+    if not chosen[-1]["content"] or not rejected[-1]["content"]:
+        raise Drop("empty_final_answer")
+    if any(not m["content"] for m in chosen[:-1]):
+        raise Drop("empty_prompt_turn")
+    return {
+        "prompt": chosen[:-1],
+        "chosen": chosen,
+        "rejected": rejected,
+        "chosen_score": None,
+        "rejected_score": None,
+    }
+
+
+@dataclass(frozen=True)
+class HHRLHF:
+    """One hh-rlhf subset (a folder of the hub repo)."""
+
+    subset: str
+    hub_id: str = HUB_ID
+    revision: str = REVISION
+    splits: tuple[str, ...] = ("train", "test")
+
+    @property
+    def name(self) -> str:
+        return f"hh-rlhf/{self.subset}"
+
+    def file_patterns(self, split: str) -> list[str]:
+        return [f"{self.subset}/{split}.jsonl.gz"]
+
+    def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
+        return clean_rows(self.name, split, raw, pair_from_transcripts, rules=RULES, options=options)

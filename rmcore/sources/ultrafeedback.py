@@ -1,0 +1,216 @@
+"""openbmb/UltraFeedback: 4 completions per instruction, GPT-4 fine-grained ratings, vectorised.
+
+Rows: ``source, instruction, models, completions[]`` with each completion holding
+``model, principle, custom_system_prompt, response, critique, overall_score,
+fine-grained_score`` and ``annotations`` = {``instruction_following``, ``honesty``,
+``truthfulness``, ``helpfulness``} each a struct with ``Rating`` (a string "1".."5" or
+"N/A") and ``Rationale``. Score of a completion = mean of its numeric ratings ("N/A"
+skipped; none numeric = unrated). Pairing (rmcore.pairing): v1 best vs one random
+other, v2 all pairs; chosen = higher score; equal scores dropped. Accounting is per
+candidate comparison (``unit = "candidate"``): rows with < 2 completions are one unit
+``fewer_than_two_completions``; rows with a missing instruction/response or a rating
+that is neither a number nor "N/A" are quarantined (one unit each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rmcore.pairing import (
+    BEST_VS_RANDOM,
+    EQUAL_SCORES,
+    NOT_SELECTED,
+    PER_PROMPT_CAP,
+    SAME_TEXT,
+    UNRATED,
+    cap_per_group,
+    pairs_all,
+    pairs_best_vs_random,
+)
+from rmcore.sources.base import CleanOptions, CleanResult
+from rmcore.sources.tables import quarantine_table, raw_json, row_numbers, single_turn_pairs_table
+
+ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+TOO_FEW = "fewer_than_two_completions"
+RULES = (TOO_FEW, UNRATED, SAME_TEXT, EQUAL_SCORES, NOT_SELECTED, PER_PROMPT_CAP)
+_NUMBER = r"^\s*[0-9]+(\.[0-9]+)?\s*$"
+_BATCH_ROWS = 100_000
+
+
+def _ratings(items: pa.StructArray) -> tuple[np.ndarray, np.ndarray]:
+    """(n_items x 4 float ratings with NaN for N/A or missing, mask of items with a bad rating)."""
+    n = len(items)
+    out = np.full((n, len(ASPECTS)), np.nan)
+    bad = np.zeros(n, dtype=bool)
+    ann_type = (
+        items.type.field("annotations").type if items.type.get_field_index("annotations") >= 0 else None
+    )
+    if ann_type is None:
+        return out, bad
+    ann = pc.struct_field(items, "annotations")
+    for j, aspect in enumerate(ASPECTS):
+        if ann_type.get_field_index(aspect) < 0 or ann_type.field(aspect).type.get_field_index("Rating") < 0:
+            continue
+        rating = pc.struct_field(pc.struct_field(ann, aspect), "Rating")
+        if pa.types.is_string(rating.type) or pa.types.is_large_string(rating.type):
+            numeric = pc.fill_null(pc.match_substring_regex(rating, _NUMBER), False)
+            na = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(rating), "N/A"), True)
+            bad |= ~(numeric.to_numpy(zero_copy_only=False) | na.to_numpy(zero_copy_only=False))
+            values = pc.cast(pc.if_else(numeric, pc.utf8_trim_whitespace(rating), None), pa.float64())
+        elif pa.types.is_integer(rating.type) or pa.types.is_floating(rating.type):
+            values = pc.cast(rating, pa.float64())
+            bad |= pc.fill_null(pc.is_nan(values), False).to_numpy(zero_copy_only=False)
+        elif pa.types.is_null(rating.type):
+            continue
+        else:
+            raise ValueError(
+                f"UltraFeedback annotations.{aspect}.Rating has type {rating.type}; expected string"
+            )
+        out[:, j] = values.to_numpy(zero_copy_only=False)
+    return out, bad
+
+
+def completion_scores(ratings: np.ndarray) -> np.ndarray:
+    """Mean of the numeric ratings per completion; NaN where none is numeric."""
+    counts = (~np.isnan(ratings)).sum(axis=1)
+    sums = np.nansum(ratings, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+@dataclass
+class _BatchOut:
+    pairs: pa.Table
+    q_rows: list[int]
+    q_reasons: list[str]
+    q_raw: list[str]
+    dropped: dict[str, int]
+    units: int
+
+
+def _check_schema(schema: pa.Schema) -> None:
+    problems = []
+    if "instruction" not in schema.names:
+        problems.append("no 'instruction' column")
+    t = schema.field("completions").type if "completions" in schema.names else None
+    if (
+        t is None
+        or not (pa.types.is_list(t) or pa.types.is_large_list(t))
+        or not pa.types.is_struct(t.value_type)
+    ):
+        problems.append("'completions' must be a list of structs")
+    elif t.value_type.get_field_index("response") < 0:
+        problems.append("completions have no 'response' field")
+    if problems:
+        raise ValueError(
+            "UltraFeedback raw table: "
+            + "; ".join(problems)
+            + f" (columns: {schema.names}). Fix: read the hub's raw files"
+        )
+
+
+def _clean_batch(
+    batch: pa.RecordBatch, rows: np.ndarray, u: np.ndarray, options: CleanOptions, split: str, name: str
+) -> _BatchOut:
+    comps = batch.column("completions")
+    sizes = pc.fill_null(pc.list_value_length(comps), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    items = comps.flatten()
+    parent = np.repeat(np.arange(len(sizes)), sizes)
+    ratings, bad_rating = _ratings(items)
+    scores = completion_scores(ratings)
+    response = pc.struct_field(items, "response")
+    instruction = batch.column("instruction")
+    reasons: dict[int, str] = {}
+    for i in np.flatnonzero(pc.is_null(instruction).to_numpy(zero_copy_only=False)):
+        reasons[int(i)] = "missing_field: instruction"
+    for i in np.flatnonzero(pc.is_null(comps).to_numpy(zero_copy_only=False)):
+        reasons.setdefault(int(i), "missing_field: completions")
+    for k in np.flatnonzero(pc.is_null(response).to_numpy(zero_copy_only=False)):
+        reasons.setdefault(
+            int(parent[k]), f"missing_field: completions[{k - np.searchsorted(parent, parent[k])}].response"
+        )
+    for k in np.flatnonzero(bad_rating):
+        reasons.setdefault(int(parent[k]), "bad_rating: a Rating is neither a number nor 'N/A'")
+    good = np.ones(len(sizes), dtype=bool)
+    good[list(reasons)] = False
+    if reasons:  # empty the quarantined rows' groups
+        keep_items = good[parent]
+        scores, response = scores[keep_items], response.filter(pa.array(keep_items))
+        sizes = np.where(good, sizes, 0)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    if options.pairing in (None, BEST_VS_RANDOM):
+        gp = pairs_best_vs_random(offsets, scores, response, u)
+    else:
+        gp = pairs_all(offsets, scores, response)
+    dropped = {TOO_FEW: int((good & (sizes < 2)).sum()), **gp.dropped}
+    chosen, rejected, group = gp.chosen, gp.rejected, gp.group
+    if options.per_prompt is not None:
+        keep = cap_per_group(rows[group], options.per_prompt, options.seed)
+        dropped[PER_PROMPT_CAP] = int((~keep).sum())
+        chosen, rejected, group = chosen[keep], rejected[keep], group[keep]
+    pairs = single_turn_pairs_table(
+        name, split, instruction, group, response, chosen, rejected, scores, rows[group]
+    )
+    q = sorted(reasons)
+    raws = [raw_json(batch.slice(i, 1).to_pylist()[0]) for i in q]
+    units = int((sizes * (sizes - 1) // 2)[good & (sizes >= 2)].sum() + (good & (sizes < 2)).sum() + len(q))
+    return _BatchOut(pairs, [int(rows[i]) for i in q], [reasons[i] for i in q], raws, dropped, units)
+
+
+def _no_pairs(name: str, split: str) -> pa.Table:
+    empty = np.zeros(0, np.int64)
+    no_text = pa.array([], pa.string())
+    return single_turn_pairs_table(name, split, no_text, empty, no_text, empty, empty, np.zeros(0), empty)
+
+
+@dataclass(frozen=True)
+class UltraFeedback:
+    name: str = "ultrafeedback"
+    hub_id: str = "openbmb/UltraFeedback"
+    revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
+    splits: tuple[str, ...] = ("train",)
+
+    def file_patterns(self, split: str) -> list[str]:
+        # The hub keeps the train split as one JSON-lines file per prompt source at the repo root.
+        return (["*.jsonl"] if split == "train" else []) + [f"data/{split}-*.parquet"]
+
+    def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
+        _check_schema(raw.schema)
+        numbers = row_numbers(raw)
+        u = np.random.default_rng(options.seed).random(raw.num_rows)
+        outs, start = [], 0
+        for batch in raw.to_batches(max_chunksize=_BATCH_ROWS):
+            n = batch.num_rows
+            outs.append(
+                _clean_batch(
+                    batch, numbers[start : start + n], u[start : start + n], options, split, self.name
+                )
+            )
+            start += n
+        dropped = dict.fromkeys(RULES, 0)
+        for o in outs:
+            for k, v in o.dropped.items():
+                dropped[k] += v
+        if options.per_prompt is None:
+            del dropped[PER_PROMPT_CAP]
+        quarantine = quarantine_table(
+            self.name,
+            [r for o in outs for r in o.q_rows],
+            [r for o in outs for r in o.q_reasons],
+            [r for o in outs for r in o.q_raw],
+        )
+        result = CleanResult(
+            source=self.name,
+            rows_in=sum(o.units for o in outs),
+            pairs=pa.concat_tables([o.pairs for o in outs]) if outs else _no_pairs(self.name, split),
+            quarantine=quarantine,
+            dropped=dropped,
+            unit="candidate",
+            raw_rows=raw.num_rows,
+        )
+        result.check_accounting()
+        return result
