@@ -148,22 +148,55 @@ def encode_pairs(
 
 
 @dataclass
-class PairBatch:
-    """One micro-batch: rows [0, B) are the chosen sequences, rows [B, 2B) the rejected ones."""
+class SeqGroup:
+    """A rectangular sub-batch: ``rows`` are its positions in [chosen block; rejected block]."""
 
+    rows: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+
+
+@dataclass
+class PairBatch:
+    """One micro-batch of B pairs: 2B sequences, chosen block (rows [0, B)) then rejected block.
+
+    With ``max_groups=1`` there is one group: the classic right-padded [2B, T] tensor
+    (``input_ids``/``attention_mask``). With more groups the sequences are padded in
+    length-sorted sub-batches (see ``rmcore.batching``); ``pair_rewards`` restores the order.
+    """
+
+    groups: list[SeqGroup]
+    num_pairs: int
     real_tokens: int
     """Non-pad tokens in the batch."""
     margins: torch.Tensor | None = None
 
     @property
     def processed_tokens(self) -> int:
-        return self.input_ids.numel()
+        return sum(g.input_ids.numel() for g in self.groups)
 
     @property
-    def num_pairs(self) -> int:
-        return self.input_ids.shape[0] // 2
+    def input_ids(self) -> torch.Tensor:
+        return self._single().input_ids
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self._single().attention_mask
+
+    def _single(self) -> SeqGroup:
+        if len(self.groups) != 1:
+            raise ValueError("this batch is split into length groups; use rmcore.batching.pair_rewards")
+        return self.groups[0]
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids, mask
 
 
 def collate_pairs(
@@ -172,18 +205,23 @@ def collate_pairs(
     *,
     pad_id: int,
     margins: Sequence[float] | None = None,
+    max_groups: int = 1,
 ) -> PairBatch:
-    """Right-pad chosen + rejected sequences to the longest one; chosen block first."""
+    """Right-pad chosen + rejected sequences (chosen block first), optionally in length groups."""
+    from rmcore.batching import length_groups
+
     if len(chosen) != len(rejected) or not chosen:
         raise ValueError(
             f"need the same non-zero number of chosen and rejected, got {len(chosen)} and {len(rejected)}"
         )
     seqs = [*chosen, *rejected]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[row, : len(s)] = 1
+    if max_groups <= 1:
+        index_groups = [list(range(len(seqs)))]
+    else:
+        index_groups = length_groups([len(s) for s in seqs], max_groups)
+    groups = []
+    for idx in index_groups:
+        ids, mask = _pad([seqs[i] for i in idx], pad_id)
+        groups.append(SeqGroup(torch.as_tensor(idx, dtype=torch.long), ids, mask))
     m = torch.as_tensor(margins, dtype=torch.float32) if margins is not None else None
-    return PairBatch(ids, mask, real_tokens=int(mask.sum()), margins=m)
+    return PairBatch(groups, num_pairs=len(chosen), real_tokens=sum(len(s) for s in seqs), margins=m)

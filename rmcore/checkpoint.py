@@ -1,0 +1,123 @@
+"""Training checkpoints: everything needed to continue as if never stopped.
+
+A checkpoint folder ``<checkpoints>/step-<N>/`` holds the model weights
+(``model.safetensors``), ``training_state.pt`` (optimizer, scheduler, torch RNG; read with
+``weights_only=True``: tensors and plain containers only, never arbitrary pickles) and
+``trainer_state.json`` (step, config hash). The data position is the step: the batch plan
+is a pure function of the seed, so step N names the next batch exactly. A checkpoint is
+written to a temporary folder and renamed, so a crash never leaves a half checkpoint.
+DeepSpeed runs use the engine's own checkpoint format in the same folder layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+STATE_JSON = "trainer_state.json"
+
+
+def checkpoint_dir(root: Path, step: int) -> Path:
+    return root / f"step-{step:07d}"
+
+
+def latest_checkpoint(root: Path, *, config_hash: str | None = None) -> Path | None:
+    """The newest complete checkpoint under ``root`` (matching ``config_hash`` if given)."""
+    if not root.exists():
+        return None
+    for path in sorted(root.glob("step-*"), reverse=True):
+        state = path / STATE_JSON
+        if not state.exists():
+            continue
+        saved = json.loads(state.read_text())
+        if config_hash is not None and saved.get("config_hash") != config_hash:
+            log.warning(
+                "ignoring checkpoint %s: made with another config (%s)", path, saved.get("config_hash")
+            )
+            continue
+        return path
+    return None
+
+
+def _publish(tmp: Path, final: Path, root: Path, keep: int) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    old = sorted(root.glob("step-*"))[:-keep] if keep > 0 else []
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write model, optimizer, scheduler, RNG and ``state`` (JSON-able) for ``step``."""
+    final = checkpoint_dir(root, step)
+    tmp = root / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
+    torch.save(
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        },
+        tmp / "training_state.pt",
+    )
+    (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
+    _publish(tmp, final, root, keep)
+    log.info("checkpoint written: %s", final)
+    return final
+
+
+def load_checkpoint(
+    path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNG from ``path``; return its trainer state."""
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    blob = torch.load(path / "training_state.pt", weights_only=True)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["rng_cpu"])
+    state = json.loads((path / STATE_JSON).read_text())
+    log.info("resumed from %s (step %d)", path, state["step"])
+    return state
+
+
+def save_deepspeed_checkpoint(
+    root: Path, step: int, *, engine: Any, state: dict[str, Any], keep: int = 2
+) -> Path:
+    """DeepSpeed engine checkpoint (sharded optimizer state) + our trainer state."""
+    final = checkpoint_dir(root, step)
+    tmp = root / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    engine.save_checkpoint(str(tmp), tag="ds", client_state={"rng_cpu": torch.get_rng_state()})
+    (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
+    _publish(tmp, final, root, keep)
+    return final
+
+
+def load_deepspeed_checkpoint(path: Path, *, engine: Any) -> dict[str, Any]:
+    _, client = engine.load_checkpoint(str(path), tag="ds")
+    if client and "rng_cpu" in client:
+        torch.set_rng_state(client["rng_cpu"])
+    return json.loads((path / STATE_JSON).read_text())

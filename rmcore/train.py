@@ -1,0 +1,582 @@
+"""Bradley-Terry reward-model training: one loop, plain PyTorch or DeepSpeed underneath.
+
+``train_reward_model(config, mixture_path=..., output_dir=...)`` reads a mixture Parquet
+(MIXTURE contract), encodes the pairs, trains with AdamW + warmup/cosine + gradient
+accumulation + clipping, logs metrics through a ``MetricsSink``, checkpoints, and writes
+the final reward model as a plain HF folder under ``output_dir/model``.
+
+Layout of ``output_dir``: ``model/`` (final), ``checkpoints/step-N/``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from rmcore.batching import pair_rewards, plan_global_batches, split_micro_batches
+from rmcore.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_deepspeed_checkpoint,
+    save_checkpoint,
+    save_deepspeed_checkpoint,
+)
+from rmcore.config import config_hash
+from rmcore.data import EncodedPairs, PairBatch, collate_pairs, encode_pairs
+from rmcore.io import read_table, write_json
+from rmcore.loss import bradley_terry_loss, split_rewards
+from rmcore.model import RewardModel, load_reward_model
+from rmcore.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class MetricsSink(Protocol):
+    """Where metrics go (the task layer sends them to MLflow)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class LoggingSink:
+    """Metrics as log lines."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        log.info("step %d: %s", step, " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+
+
+class ListSink:
+    """Metrics kept in memory as (step, metrics) tuples (tests)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.records.append((step, dict(metrics)))
+
+    def series(self, key: str) -> list[float]:
+        return [m[key] for _, m in self.records if key in m]
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict[str, float]
+    steps: int
+    checkpoints_dir: Path
+    tokens_per_s: float
+    padding_efficiency: float
+    data: dict[str, int] = field(default_factory=dict)
+    """Pair counts: train/eval pairs, truncated sequences, dropped pairs."""
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def load_mixture_pairs(
+    config: TrainConfig, mixture_path: Path, tokenizer: Any
+) -> tuple[EncodedPairs, EncodedPairs]:
+    """Encode the mixture's train rows and held-out rows (split == eval_split, else a seeded share)."""
+    table = read_table(mixture_path, "mixture")
+    rows = table.select(["chosen", "rejected", "chosen_score", "rejected_score", "split"]).to_pylist()
+    train = [r for r in rows if r["split"] == "train"]
+    held = [r for r in rows if r["split"] == config.eval_split]
+    other = len(rows) - len(train) - len(held)
+    if other:
+        log.info("%s: %d rows with another split ignored", mixture_path, other)
+    if not held and config.eval_fraction > 0 and len(train) > 1:
+        order = list(range(len(train)))
+        random.Random(config.seed).shuffle(order)
+        n_eval = max(1, round(config.eval_fraction * len(train)))
+        held = [train[i] for i in order[:n_eval]]
+        train = [train[i] for i in sorted(order[n_eval:])]
+    if not train:
+        raise ValueError(
+            f"{mixture_path}: no rows with split == 'train'; rebuild the mixture or check its recipe"
+        )
+    return _encode(config, tokenizer, train), _encode(config, tokenizer, held)
+
+
+def _encode(config: TrainConfig, tokenizer: Any, rows: list[dict[str, Any]]) -> EncodedPairs:
+    margins = None
+    if config.loss.margin == "score_gap":
+        margins = [
+            config.loss.margin_scale * (r["chosen_score"] - r["rejected_score"])
+            if r["chosen_score"] is not None and r["rejected_score"] is not None
+            else 0.0
+            for r in rows
+        ]
+    return encode_pairs(
+        tokenizer,
+        [r["chosen"] for r in rows],
+        [r["rejected"] for r in rows],
+        max_length=config.max_length,
+        truncation=config.truncation,
+        margins=margins,
+    )
+
+
+def _batch(pairs: EncodedPairs, idx: list[int], pad_id: int, max_groups: int) -> PairBatch:
+    return collate_pairs(
+        [pairs.chosen[i] for i in idx],
+        [pairs.rejected[i] for i in idx],
+        pad_id=pad_id,
+        margins=[pairs.margins[i] for i in idx] if pairs.margins is not None else None,
+        max_groups=max_groups,
+    )
+
+
+# --- optimisation -------------------------------------------------------------------------
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and norm weights (1-D parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps)
+
+
+def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of the peak lr at optimizer step ``step``: linear warmup, then cosine/linear/constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_scheduler(
+    config: TrainConfig, optimizer: torch.optim.Optimizer, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = math.ceil(config.warmup_ratio * total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total=total, warmup=warmup, kind=config.scheduler)
+    )
+
+
+def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    return device.type == "cuda" if config.bf16 == "auto" else bool(config.bf16)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    model: torch.nn.Module,
+    pairs: EncodedPairs,
+    *,
+    pad_id: int,
+    batch: int,
+    device: torch.device,
+    bf16: bool,
+    config,
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Held-out loss/accuracy (with a Wilson 95% interval) beside the length-only rule; norm stats."""
+    if not len(pairs):
+        return {}, None
+    was_training = model.training
+    model.eval()
+    lengths = [max(len(c), len(r)) for c, r in zip(pairs.chosen, pairs.rejected)]
+    order = sorted(range(len(pairs)), key=lambda i: -lengths[i])
+    r_c, r_r = torch.empty(len(pairs)), torch.empty(len(pairs))
+    for start in range(0, len(order), batch):
+        idx = order[start : start + batch]
+        b = _batch(pairs, idx, pad_id, 4)
+        with _autocast(device, bf16):
+            rc, rr = split_rewards(pair_rewards(model, _to(b, device)).float().cpu())
+        r_c[idx], r_r[idx] = rc, rr
+    model.train(was_training)
+    margins = torch.as_tensor(pairs.margins) if pairs.margins is not None else None
+    _, m = bradley_terry_loss(
+        r_c, r_r, margin=margins, center_coef=config.loss.center_coef, hinge=config.loss.hinge
+    )
+    n = len(pairs)
+    low, high = wilson_interval(m["accuracy"], n)
+    longer = sum(len(c) > len(r) for c, r in zip(pairs.chosen, pairs.rejected)) / n
+    metrics = {f"eval/{k}": v for k, v in m.items()}
+    metrics |= {
+        "eval/accuracy_low": low,
+        "eval/accuracy_high": high,
+        "eval/length_baseline": longer,
+        "eval/pairs": n,
+    }
+    rewards = torch.cat([r_c, r_r])
+    return metrics, {"mean": float(rewards.mean()), "std": float(rewards.std(unbiased=False))}
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``p`` over ``n`` trials."""
+    if n == 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _to(batch: PairBatch, device: torch.device) -> PairBatch:
+    if device.type == "cpu":
+        return batch
+    for g in batch.groups:
+        g.input_ids, g.attention_mask = g.input_ids.to(device), g.attention_mask.to(device)
+    if batch.margins is not None:
+        batch.margins = batch.margins.to(device)
+    return batch
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+class _Window:
+    """Running sums of per-step metrics between two log points."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.real = self.processed = 0
+        self.seconds = 0.0
+
+    def add(self, metrics: dict[str, float], *, real: int, processed: int, seconds: float) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.steps += 1
+        self.real, self.processed, self.seconds = (
+            self.real + real,
+            self.processed + processed,
+            self.seconds + seconds,
+        )
+
+    def flush(self) -> dict[str, float]:
+        out = {f"train/{k}": v / self.steps for k, v in self.sums.items()}
+        out["train/tokens_per_s"] = self.real / max(self.seconds, 1e-9)
+        out["train/padding_efficiency"] = self.real / max(self.processed, 1)
+        self.__init__()
+        return out
+
+
+def _schedule(config: TrainConfig, lengths: list[int]) -> Iterator[tuple[int, list[int]]]:
+    """(step, pair indices of its global batch) for every step of every epoch."""
+    step = 0
+    for epoch in range(config.epochs):
+        plan = plan_global_batches(
+            lengths,
+            config.global_batch,
+            seed=config.seed,
+            epoch=epoch,
+            mega_batches=config.mega_batches,
+            group_by_length=config.group_by_length,
+        )
+        for batch in plan:
+            yield step, batch
+            step += 1
+
+
+def train_reward_model(
+    config: TrainConfig,
+    *,
+    mixture_path: Path,
+    output_dir: Path,
+    sink: MetricsSink | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train a Bradley-Terry reward model on a mixture; return where the model is and how it did.
+
+    With ``config.deepspeed`` the same loop runs through ``deepspeed.initialize`` (ZeRO
+    1/2/3); otherwise plain PyTorch. ``resume`` continues from the newest checkpoint under
+    ``output_dir/checkpoints`` made with the same config.
+    """
+    output_dir, sink = Path(output_dir), sink or LoggingSink()
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = _load_model(config)
+    train_pairs, eval_pairs = load_mixture_pairs(config, Path(mixture_path), model.tokenizer)
+    if not config.dropout:
+        disable_dropout(model)
+    if config.gradient_checkpointing is True or (
+        config.gradient_checkpointing == "auto" and device.type == "cuda"
+    ):
+        model.hf.gradient_checkpointing_enable()
+    model.to(device).train()
+    per_epoch = math.ceil(len(train_pairs) / config.global_batch)
+    total = (
+        per_epoch * config.epochs
+        if config.max_steps is None
+        else min(config.max_steps, per_epoch * config.epochs)
+    )
+    bf16 = _use_bf16(config, device)
+    engine = (
+        DeepSpeedEngine(config, model, total, bf16) if config.deepspeed else TorchEngine(config, model, total)
+    )
+    loop = _Loop(config, engine, train_pairs, eval_pairs, sink, device, total, bf16)
+    ckpt_root = output_dir / "checkpoints"
+    found = latest_checkpoint(ckpt_root, config_hash=loop.hash) if resume else None
+    start = engine.restore(found)["step"] if found is not None else 0
+    loop.last_checkpoint = found
+    loop.run(start, ckpt_root)
+    eval_metrics, norm = loop.evaluate()
+    final = engine.export(ckpt_root, loop.last_checkpoint)
+    model_dir = final.save(output_dir / "model", norm_stats=norm)
+    metrics = {**loop.last_train, **eval_metrics}
+    write_json({"metrics": metrics, "data": loop.data_stats, "steps": total}, output_dir / "metrics.json")
+    return TrainResult(
+        model_dir=model_dir,
+        metrics=metrics,
+        steps=total,
+        checkpoints_dir=ckpt_root,
+        tokens_per_s=loop.totals.real / max(loop.totals.seconds, 1e-9),
+        padding_efficiency=loop.totals.real / max(loop.totals.processed, 1),
+        data=loop.data_stats,
+    )
+
+
+def _load_model(config: TrainConfig) -> RewardModel:
+    model = load_reward_model(
+        config.model,
+        pooling=config.pooling,
+        max_length=config.max_length,
+        trust_remote_code=config.trust_remote_code,
+    )
+    model.truncation = config.truncation
+    return model
+
+
+# --- engines: who does backward, the optimizer step and checkpoints -----------------------
+
+
+class TorchEngine:
+    """Plain PyTorch: AdamW, LambdaLR warmup/cosine, clip_grad_norm_."""
+
+    def __init__(self, config: TrainConfig, model: RewardModel, total: int) -> None:
+        self.config, self.model, self.module = config, model, model
+        self.optimizer = make_optimizer(config, model)
+        self.scheduler = make_scheduler(config, self.optimizer, total)
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> float:
+        """Clip, step optimizer and schedule, zero grads; return the pre-clip grad norm."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def save(self, root: Path, step: int, state: dict[str, Any]) -> Path:
+        return save_checkpoint(
+            root,
+            step,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=state,
+            keep=self.config.keep_checkpoints,
+        )
+
+    def restore(self, path: Path) -> dict[str, Any]:
+        return load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+
+    def export(self, root: Path, checkpoint: Path | None) -> RewardModel:
+        return self.model
+
+
+class DeepSpeedEngine:
+    """``deepspeed.initialize`` around the same model, optimizer (torch AdamW, a client
+    optimizer: no compiled ops) and schedule; ZeRO stage from the JSON config.
+
+    Runs in one CPU process with gloo: the env vars a launcher would set (RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) get single-process defaults when absent.
+    """
+
+    def __init__(self, config: TrainConfig, model: RewardModel, total: int, bf16: bool) -> None:
+        import deepspeed
+
+        _single_process_env()
+        if not torch.distributed.is_initialized():
+            deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        self.config, self.model = config, model
+        optimizer = make_optimizer(config, model)
+        scheduler = make_scheduler(config, optimizer, total)
+        ds_config = deepspeed_config(config, bf16, world_size=torch.distributed.get_world_size())
+        self.stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+        )
+        self.module = self.engine
+
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        # The engine divides by the accumulation steps; our loss is already weighted.
+        self.engine.backward(loss * self.config.accumulation_steps)
+        self.engine.step()  # steps the optimizer only at the accumulation boundary
+
+    def step(self) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def save(self, root: Path, step: int, state: dict[str, Any]) -> Path:
+        return save_deepspeed_checkpoint(
+            root, step, engine=self.engine, state=state, keep=self.config.keep_checkpoints
+        )
+
+    def restore(self, path: Path) -> dict[str, Any]:
+        return load_deepspeed_checkpoint(path, engine=self.engine)
+
+    def export(self, root: Path, checkpoint: Path | None) -> RewardModel:
+        """A plain fp32 model from the final ZeRO checkpoint (works for every stage)."""
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        if checkpoint is None:
+            raise RuntimeError(f"no DeepSpeed checkpoint under {root} to export the model from")
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="ds")
+        fresh = _load_model(self.config)
+        fresh.load_state_dict(state, strict=False)
+        missing = set(fresh.state_dict()) - set(state)
+        if missing:
+            raise RuntimeError(f"{checkpoint}: the ZeRO checkpoint lacks {sorted(missing)[:5]}")
+        fresh.norm_stats = self.model.norm_stats
+        return fresh
+
+
+def _single_process_env() -> None:
+    import os
+    import socket
+
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+
+
+def deepspeed_config(config: TrainConfig, bf16: bool, *, world_size: int = 1) -> dict[str, Any]:
+    """The JSON config with its "auto" values filled from the training config."""
+    ds = json.loads(Path(config.deepspeed).read_text())
+    filled = {
+        "train_micro_batch_size_per_gpu": config.micro_batch,
+        "gradient_accumulation_steps": config.accumulation_steps,
+        "train_batch_size": config.micro_batch * config.accumulation_steps * world_size,
+        "gradient_clipping": config.max_grad_norm,
+    }
+    for key, value in filled.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+    for key in ("bf16", "fp16"):
+        if ds.get(key, {}).get("enabled") == "auto":
+            ds[key]["enabled"] = bf16 if key == "bf16" else False
+    ds.setdefault("zero_allow_untested_optimizer", True)
+    return ds
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+class _Loop:
+    """The training loop's state; ``run`` is the loop, ``train_step`` one optimizer step."""
+
+    def __init__(self, config, engine, train_pairs, eval_pairs, sink, device, total, bf16) -> None:
+        self.config, self.engine, self.sink, self.device = config, engine, sink, device
+        self.train_pairs, self.eval_pairs = train_pairs, eval_pairs
+        self.pad_id = engine.model.tokenizer.pad_token_id
+        self.total, self.bf16 = total, bf16
+        self.hash = config_hash(config)
+        self.lengths = [len(c) + len(r) for c, r in zip(train_pairs.chosen, train_pairs.rejected)]
+        self.totals, self.window = _Window(), _Window()
+        self.last_train: dict[str, float] = {}
+        self.last_checkpoint: Path | None = None
+        self.data_stats = {
+            "train_pairs": len(train_pairs),
+            "eval_pairs": len(eval_pairs),
+            "sequences_truncated": train_pairs.truncated + eval_pairs.truncated,
+            "pairs_dropped": train_pairs.dropped + eval_pairs.dropped,
+        }
+        log.info("training %d steps on %d pairs (%s)", total, len(train_pairs), self.data_stats)
+
+    def run(self, start: int, ckpt_root: Path) -> None:
+        cfg = self.config
+        for step, batch in _schedule(cfg, self.lengths):
+            if step < start:
+                continue  # data position: replay the seeded plan up to the checkpoint
+            if step >= self.total:
+                break
+            self.train_step(batch)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == self.total:
+                self.last_train = self.window.flush()
+                self.sink.log_metrics(self.last_train, done)
+            if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total:
+                self.sink.log_metrics(self.evaluate()[0], done)
+            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == self.total:
+                self.last_checkpoint = self.engine.save(
+                    ckpt_root, done, {"config_hash": self.hash, "total_steps": self.total}
+                )
+
+    def train_step(self, batch: list[int]) -> None:
+        """One optimizer step over a global batch (gradient accumulation over micro-batches)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {"lr": self.engine.lr()}
+        real = processed = 0
+        for micro in split_micro_batches(batch, self.lengths, cfg.micro_batch):
+            b = _to(_batch(self.train_pairs, micro, self.pad_id, cfg.max_groups), self.device)
+            weight = len(micro) / len(batch)  # the step's loss is the mean over the global batch
+            with _autocast(self.device, self.bf16):
+                r_c, r_r = split_rewards(pair_rewards(self.engine.module, b))
+            loss, m = bradley_terry_loss(
+                r_c, r_r, margin=b.margins, center_coef=cfg.loss.center_coef, hinge=cfg.loss.hinge
+            )
+            self.engine.backward(loss * weight)
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v * weight
+            real, processed = real + b.real_tokens, processed + b.processed_tokens
+        sums["grad_norm"] = self.engine.step()
+        seconds = time.perf_counter() - t0
+        self.window.add(sums, real=real, processed=processed, seconds=seconds)
+        self.totals.add({}, real=real, processed=processed, seconds=seconds)
+
+    def evaluate(self) -> tuple[dict[str, float], dict[str, float] | None]:
+        return evaluate_pairs(
+            self.engine.module,
+            self.eval_pairs,
+            pad_id=self.pad_id,
+            batch=self.config.eval_batch,
+            device=self.device,
+            bf16=self.bf16,
+            config=self.config,
+        )

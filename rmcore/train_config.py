@@ -1,0 +1,103 @@
+"""Typed training configuration: recipe YAML -> ``TrainConfig`` (``from_mapping``-loadable).
+
+Defaults follow SPEC section 4 (AdamW, cosine with warmup, weight decay 0.001, one epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rmcore.config import ConfigError, from_mapping, load_yaml
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Options of the Bradley-Terry loss (``rmcore.loss.bradley_terry_loss``)."""
+
+    margin: Literal["none", "score_gap"] = "none"
+    """``score_gap``: per-pair margin ``margin_scale * (chosen_score - rejected_score)`` (0 if unscored)."""
+    margin_scale: float = 1.0
+    center_coef: float = 0.0
+    """Weight of the reward-centering term ``mean((r_c + r_r)^2)``."""
+    hinge: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One reward-model training run. Only ``model`` is required."""
+
+    model: str
+    """HF id or local folder of the backbone (safetensors only)."""
+    pooling: Literal["auto", "last", "mean", "cls"] = "auto"
+    max_length: int = 512
+    truncation: Literal["left", "drop"] = "left"
+    trust_remote_code: bool = False
+    lr: float = 5e-5
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.001
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0
+    """Gradient clipping (L2 norm over all parameters); 0 disables."""
+    epochs: int = 1
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (the schedule is planned for the shorter of the two)."""
+    micro_batch: int = 8
+    """Pairs per forward/backward."""
+    global_batch: int = 8
+    """Pairs per optimizer step; a multiple of micro_batch (gradient accumulation)."""
+    group_by_length: bool = True
+    """Length-grouped global batches (seeded shuffle of sorted mega-batches)."""
+    mega_batches: int = 32
+    max_groups: int = 4
+    """Split each micro-batch's 2B sequences into at most this many padded sub-batches (1 = one rectangle)."""
+    seed: int = 42
+    bf16: bool | Literal["auto"] = "auto"
+    """bf16 autocast. "auto": on with a GPU, off on CPU (set true on CPU after checking accuracy, see bench/)."""
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    """"auto": on with a GPU, off on CPU."""
+    dropout: bool = False
+    """Keep the backbone's dropout (off by default: reward training is deterministic and resumable)."""
+    eval_split: str = "validation"
+    """Mixture rows with this ``split`` are the held-out set; if there are none, ``eval_fraction`` of train."""
+    eval_fraction: float = 0.05
+    eval_every: int = 0
+    """Evaluate every N steps (0: only at the end)."""
+    eval_batch: int = 32
+    log_every: int = 10
+    checkpoint_every: int = 0
+    """Checkpoint every N steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    deepspeed: str | None = None
+    """Path to a DeepSpeed JSON config (deployments/deepspeed/zero{1,2,3}.json)."""
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if (
+            self.micro_batch < 1
+            or self.global_batch < self.micro_batch
+            or self.global_batch % self.micro_batch
+        ):
+            raise ConfigError(
+                f"global_batch ({self.global_batch}) must be a positive multiple of micro_batch ({self.micro_batch})"
+            )
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.global_batch // self.micro_batch
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a training YAML (deployments/train/*.yaml); ``overrides`` replace top-level keys."""
+    data = load_yaml(path)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_mapping(TrainConfig, data, where=str(path))
