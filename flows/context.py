@@ -34,9 +34,8 @@ def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str
         path = Path(chosen).expanduser().resolve()
         if not path.is_dir():
             raise FileNotFoundError(f"data dir {path} does not exist (give a hub-mirror folder, or 'hub')")
-        from rmcore.sample_data import is_generated
-
-        kind = "GENERATED sample data" if is_generated(path) else "real data from the local mirror"
+        generated = (path / "GENERATED.md").exists()
+        kind = "GENERATED sample data" if generated else "real data from the local mirror"
         return path, f"{kind} at {path}"
     from rmcore.sample_data import write_sample_mirror
 

@@ -5,7 +5,6 @@ These are the functions the Prefect tasks and the CLI call: paths in, paths and 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
@@ -23,13 +22,14 @@ log = logging.getLogger(__name__)
 
 
 def source_files(source: str, split: str, data_dir: Path) -> list[Path]:
-    """The mirror files of one source split (``<data_dir>/<hub id>/<pattern>``), sorted."""
+    """The mirror files of one source split (``<data_dir>/<hub id>/<pattern>``); [] if absent."""
+    from rmcore.sources.mirror import SourceNotFound, find_mirror_files
     from rmcore.sources.registry import get_adapter
 
-    adapter = get_adapter(source)
-    root = Path(data_dir) / adapter.hub_id
-    found = {Path(p) for pattern in adapter.file_patterns(split) for p in glob.glob(str(root / pattern))}
-    return sorted(p for p in found if p.is_file())
+    try:
+        return find_mirror_files(get_adapter(source), split, Path(data_dir))
+    except SourceNotFound:
+        return []
 
 
 def source_fingerprint(source: str, split: str, data_dir: Path | None) -> str:

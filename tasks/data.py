@@ -24,7 +24,9 @@ def _download_dir(key: str, p: dict[str, Any]) -> Path:
 @task(
     name="download",
     task_run_name="download {source} [{split}]",
-    cache_policy=StageCache("download", ("source", "split", "input_digest", "work"), _download_dir),
+    cache_policy=StageCache(
+        stage="download", key_params=("source", "split", "input_digest", "work"), output_of=_download_dir
+    ),
     persist_result=True,
     result_serializer="json",
     retries=3,
@@ -58,7 +60,9 @@ def _clean_dir(key: str, p: dict[str, Any]) -> Path:
 @task(
     name="clean",
     task_run_name="clean {spec.key}",
-    cache_policy=StageCache("clean", ("spec", "raw_digest", "seed", "work"), _clean_dir),
+    cache_policy=StageCache(
+        stage="clean", key_params=("spec", "raw_digest", "seed", "work"), output_of=_clean_dir
+    ),
     persist_result=True,
     result_serializer="json",
 )
@@ -96,7 +100,9 @@ def _mixture_dir(key: str, p: dict[str, Any]) -> Path:
 @task(
     name="mixture",
     task_run_name="mixture {config.name}",
-    cache_policy=StageCache("mixture", ("config", "input_digests", "missing", "work"), _mixture_dir),
+    cache_policy=StageCache(
+        stage="mixture", key_params=("config", "input_digests", "missing", "work"), output_of=_mixture_dir
+    ),
     persist_result=True,
     result_serializer="json",
 )

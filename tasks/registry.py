@@ -80,12 +80,38 @@ def _requirements() -> list[str]:
     """Pinned runtime requirements of the pyfunc (given explicitly: MLflow's inference
     would load the model in a subprocess just to find them)."""
     reqs = []
-    for dist in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "pyarrow", "pyyaml"):
+    for dist in (
+        "mlflow",
+        "torch",
+        "transformers",
+        "tokenizers",
+        "safetensors",
+        "pandas",
+        "numpy",
+        "pyarrow",
+        "pyyaml",
+    ):
         try:
             reqs.append(f"{dist}=={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             reqs.append(dist)
     return reqs
+
+
+def pyfunc_model_kwargs(model_dir: str | Path, *, batch_size: int = 16) -> dict:
+    """Arguments for ``mlflow.pyfunc.log_model``/``save_model``: models-from-code entry, the
+    folder as artifact, rmcore + data_contracts + reward_pyfunc.py as code, pinned requirements."""
+    model_dir = Path(model_dir)
+    reward_json = model_dir / "rmflow_reward.json"
+    meta = {"rmflow_reward": json.loads(reward_json.read_text())} if reward_json.exists() else {}
+    return {
+        "python_model": str(_HERE / "reward_pyfunc_entry.py"),
+        "artifacts": {MODEL_ARTIFACT: str(model_dir)},
+        "code_paths": [str(_ROOT / "rmcore"), str(_ROOT / "data_contracts"), str(_HERE / "reward_pyfunc.py")],
+        "pip_requirements": _requirements(),
+        "model_config": {"batch_size": batch_size},
+        "metadata": meta,
+    }
 
 
 def log_reward_pyfunc(run_id: str, model_dir: str | Path, *, batch_size: int = 16) -> str:
@@ -97,24 +123,18 @@ def log_reward_pyfunc(run_id: str, model_dir: str | Path, *, batch_size: int = 1
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
-        raise FileNotFoundError(f"{model_dir}: not a saved model folder (no config.json); pass the training output")
+        raise FileNotFoundError(
+            f"{model_dir}: not a saved model folder (no config.json); pass the training output"
+        )
     for f in model_dir.rglob("*"):
         if f.is_file():
             tracking.check_file_has_no_secret(f)
-    reward_json = model_dir / "rmflow_reward.json"
-    meta = {"rmflow_reward": json.loads(reward_json.read_text())} if reward_json.exists() else {}
-    kwargs = {
-        "name": MODEL_ARTIFACT,
-        "python_model": str(_HERE / "reward_pyfunc_entry.py"),
-        "artifacts": {MODEL_ARTIFACT: str(model_dir)},
-        "code_paths": [str(_ROOT / "rmcore"), str(_ROOT / "data_contracts"), str(_HERE / "reward_pyfunc.py")],
-        "pip_requirements": _requirements(),
-        "model_config": {"batch_size": batch_size},
-        "metadata": meta,
-    }
+    kwargs = {"name": MODEL_ARTIFACT, **pyfunc_model_kwargs(model_dir, batch_size=batch_size)}
     active = mlflow.active_run()
     if active is not None and active.info.run_id != run_id:
-        raise RuntimeError(f"another MLflow run ({active.info.run_id}) is active; cannot log the model into {run_id}")
+        raise RuntimeError(
+            f"another MLflow run ({active.info.run_id}) is active; cannot log the model into {run_id}"
+        )
     if active is not None:
         info = mlflow.pyfunc.log_model(**kwargs)
     else:
@@ -157,15 +177,23 @@ def register_reward_model(
     created = version is None
     if created:
         model_uri = log_reward_pyfunc(run_id, model_dir)
-        all_tags = {**{k: str(v) for k, v in tags.items()}, TAG_MODEL_DIGEST: digest,
-                    TAG_SCORE: repr(float(rewardbench_overall))}
+        all_tags = {
+            **{k: str(v) for k, v in tags.items()},
+            TAG_MODEL_DIGEST: digest,
+            TAG_SCORE: repr(float(rewardbench_overall)),
+        }
         all_tags = tracking.redact_mapping(all_tags, what="model version tag")
         mv = mlflow.register_model(model_uri, name, tags=all_tags)
         version = int(mv.version)
         log.info("registered %s version %d from run %s", name, version, run_id)
     else:
-        log.info("%s version %d already holds run %s's model (digest %s); not registering again",
-                 name, version, run_id, digest[:12])
+        log.info(
+            "%s version %d already holds run %s's model (digest %s); not registering again",
+            name,
+            version,
+            run_id,
+            digest[:12],
+        )
     c.set_registered_model_alias(name, CANDIDATE, str(version))
     return RegistrationResult(name, version, f"models:/{name}/{version}", run_id, created, digest)
 

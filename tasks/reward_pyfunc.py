@@ -33,7 +33,9 @@ def _messages(value: Any, where: str) -> list[Message]:
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError(f"{where}: expected a non-empty list of {{role, content}} messages, got {value!r:.80}")
+        raise ValueError(
+            f"{where}: expected a non-empty list of {{role, content}} messages, got {value!r:.80}"
+        )
     out = []
     for j, m in enumerate(value):
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:

@@ -158,7 +158,8 @@ def start_pipeline_run(
     """
     configure(config)
     experiment_id = ensure_experiment(
-        (config or TrackingConfig()).experiment, artifact_location=config.artifact_location if config else None
+        (config or TrackingConfig()).experiment,
+        artifact_location=config.artifact_location if config else None,
     )
     c = client()
     run_id = find_pipeline_run(pipeline_run_id, experiment_id)
@@ -283,7 +284,9 @@ def numeric_leaves(metrics: Mapping[str, Any], *, prefix: str = "") -> dict[str,
     return out
 
 
-def log_metrics(run_id: str, metrics: Mapping[str, Any], *, step: int = 0, prefix: str = "") -> dict[str, float]:
+def log_metrics(
+    run_id: str, metrics: Mapping[str, Any], *, step: int = 0, prefix: str = ""
+) -> dict[str, float]:
     """Log every numeric leaf of ``metrics`` (nested dicts -> "a/b" keys) at ``step``."""
     from mlflow.entities import Metric
 
@@ -317,8 +320,15 @@ def _mlflow_schema(parquet_path: Path):
     import pyarrow.parquet as pq
     from mlflow.types.schema import Array, ColSpec, Object, Property, Schema
 
-    simple = {pa.string(): "string", pa.large_string(): "string", pa.float64(): "double",
-              pa.float32(): "float", pa.int64(): "long", pa.int32(): "integer", pa.bool_(): "boolean"}
+    simple = {
+        pa.string(): "string",
+        pa.large_string(): "string",
+        pa.float64(): "double",
+        pa.float32(): "float",
+        pa.int64(): "long",
+        pa.int32(): "integer",
+        pa.bool_(): "boolean",
+    }
     cols = []
     for field in pq.read_schema(parquet_path):
         if field.type in simple:
@@ -423,7 +433,11 @@ def git_revision(repo_dir: str | Path | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True, timeout=10,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

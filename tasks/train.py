@@ -55,7 +55,9 @@ def _model_dir(key: str, p: dict[str, Any]) -> Path:
 @task(
     name="train",
     task_run_name="train reward model",
-    cache_policy=StageCache("train", ("train", "mixture_digest", "work"), _model_dir),
+    cache_policy=StageCache(
+        stage="train", key_params=("train", "mixture_digest", "work"), output_of=_model_dir
+    ),
     persist_result=True,
     result_serializer="json",
     retries=1,
