@@ -1,0 +1,37 @@
+"""Helpers for the MLflow tests: tiny reward-model folders and their directly computed rewards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tiny import build_tiny_model_dir
+
+# Rows in both input forms the pyfunc and `rmflow score` accept.
+ROWS = [
+    {"prompt": "how do i say thanks", "response": "you can say thank you"},
+    {"prompt": "what is the best way to help", "response": "ask what they need first and then help"},
+    {
+        "messages": [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hi there how can i help"},
+            {"role": "user", "content": "tell me something good"},
+            {"role": "assistant", "content": "people are very kind"},
+        ]
+    },
+]
+
+
+def tiny_reward_dir(path: Path, *, arch: str = "bert", seed: int = 0) -> Path:
+    """A tiny saved reward model (mean pooling for bert, last token for llama)."""
+    pooling = "mean" if arch == "bert" else "last"
+    return build_tiny_model_dir(path, arch, pooling=pooling, seed=seed)
+
+
+def direct_rewards(folder: Path, rows: list[dict]) -> list[float]:
+    """Rewards of ``rows`` from the folder loaded with rmcore directly (no MLflow)."""
+    from rmcore.model import load_reward_model
+    from rmcore.scoring import score_conversations
+    from tasks.reward_pyfunc import rows_to_conversations
+
+    model = load_reward_model(folder)
+    return [float(r) for r in score_conversations(model, rows_to_conversations(rows))]
