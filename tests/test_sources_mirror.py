@@ -1,0 +1,84 @@
+"""Reading a hub mirror: file patterns and extensions, unreadable lines quarantined, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rmcore.sources import (
+    SOURCE_NAMES,
+    AccountingError,
+    CleanOptions,
+    CleanResult,
+    SourceNotFound,
+    UnknownSource,
+    clean_source,
+    get_adapter,
+    read_raw,
+)
+from rmcore.sources.tables import SOURCE_ROW, quarantine_table
+
+GOOD = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: No"}
+
+
+def test_source_names_are_the_specs() -> None:
+    assert SOURCE_NAMES == (
+        "hh-rlhf/helpful-base", "hh-rlhf/helpful-rejection-sampled", "hh-rlhf/helpful-online", "hh-rlhf/harmless-base",
+        "shp", "ultrafeedback", "helpsteer", "capybara", "orca", "pku-saferlhf", "pku-saferlhf-30k",
+    )  # fmt: skip
+    with pytest.raises(UnknownSource, match="valid names: hh-rlhf/helpful-base"):
+        get_adapter("hh-rlhf")
+
+
+def test_bad_lines_become_bad_rows_and_are_quarantined(tmp_path: Path) -> None:
+    path = tmp_path / "Anthropic/hh-rlhf/helpful-base/test.jsonl"
+    path.parent.mkdir(parents=True)
+    lines = [
+        json.dumps(GOOD),
+        "{not json",
+        json.dumps(GOOD),
+        "[1, 2]",
+        json.dumps({"chosen": 5, "rejected": "x"}),
+        "",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    raw = read_raw(get_adapter("hh-rlhf/helpful-base"), "test", tmp_path)
+    assert raw.table.num_rows == 2 and raw.table[SOURCE_ROW].to_pylist() == [0, 2]
+    assert [(r, reason.split(":")[0]) for r, reason, _ in raw.bad_rows] == [
+        (1, "invalid_json"), (3, "not_an_object"), (4, "wrong_type"),
+    ]  # fmt: skip
+    assert raw.files == [str(path)] and raw.rows == 5
+    result = clean_source("hh-rlhf/helpful-base", "test", CleanOptions(), tmp_path)
+    assert (result.rows_in, result.kept, result.quarantined) == (5, 2, 3)  # duplicates are kept
+    assert result.quarantine["source_row"].to_pylist() == [1, 3, 4]
+    assert result.quarantine["raw"][0].as_py() == "{not json"
+
+
+def test_other_extensions_and_row_numbers_across_files(tmp_path: Path) -> None:
+    root = tmp_path / "stanfordnlp/SHP"
+    rows = [{"post_id": "p", "history": "h", "human_ref_A": "a", "human_ref_B": "b", "labels": 1,
+             "score_A": 9, "score_B": 1, "score_ratio": 9.0}]  # fmt: skip
+    for domain in ("askb", "aska"):
+        (root / domain).mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows * 2), root / domain / "train.parquet")
+    raw = read_raw(get_adapter("shp"), "train", tmp_path)
+    assert [Path(f).parent.name for f in raw.files] == ["aska", "askb"]
+    assert raw.table[SOURCE_ROW].to_pylist() == [0, 1, 2, 3]
+
+
+def test_missing_split_names_the_paths_looked_at(tmp_path: Path) -> None:
+    with pytest.raises(
+        SourceNotFound, match=r"helpsteer: no files for split 'test'.*nvidia/HelpSteer/test\.jsonl\.gz"
+    ):
+        read_raw(get_adapter("helpsteer"), "test", tmp_path)
+
+
+def test_accounting_is_checked() -> None:
+    q = quarantine_table("s", [], [], [])
+    result = CleanResult("s", rows_in=3, pairs=pa.table({"x": [1]}), quarantine=q, dropped={"r": 1})
+    with pytest.raises(AccountingError, match="rows_in=3 but kept=1"):
+        result.check_accounting()
