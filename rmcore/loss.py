@@ -30,7 +30,9 @@ def bradley_terry_loss(
         raise ValueError(
             f"chosen and rejected rewards differ in shape: {r_chosen.shape} vs {r_rejected.shape}"
         )
-    diff = r_chosen.float() - r_rejected.float()
+    dtype = torch.promote_types(r_chosen.dtype, torch.float32)  # bf16 rewards -> fp32 loss
+    r_chosen, r_rejected = r_chosen.to(dtype), r_rejected.to(dtype)
+    diff = r_chosen - r_rejected
     m = (
         torch.zeros_like(diff)
         if margin is None
@@ -42,9 +44,9 @@ def bradley_terry_loss(
     else:
         loss = -F.logsigmoid(diff - m).mean()
     if center_coef:
-        loss = loss + center_coef * ((r_chosen.float() + r_rejected.float()) ** 2).mean()
+        loss = loss + center_coef * ((r_chosen + r_rejected) ** 2).mean()
     with torch.no_grad():
-        rewards = torch.cat([r_chosen.detach().float(), r_rejected.detach().float()])
+        rewards = torch.cat([r_chosen.detach(), r_rejected.detach()])
         metrics = {
             "loss": float(loss.detach()),
             "accuracy": float((diff.detach() > 0).float().mean()),
