@@ -9,6 +9,7 @@ default ``./.rmflow``)::
     <home>/prefect/            PREFECT_HOME: the server's SQLite database
     <home>/mlflow/             MLflow's SQLite database and artifacts
     <home>/results/            PREFECT_LOCAL_STORAGE_PATH: persisted task results
+    <home>/runs/               RMFLOW_WORK_DIR of flow runs (unless already set): stage outputs
 
 ``down`` stops exactly the processes recorded there; ``status`` reports them.
 """
@@ -109,6 +110,8 @@ def child_env(cfg: StackConfig) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # Stage outputs of flow runs started from the UI: the user's choice, else under the home.
+    env.setdefault("RMFLOW_WORK_DIR", str(cfg.home / "runs"))
     return env
 
 
