@@ -234,3 +234,19 @@ def test_to_table_and_to_dict_list_items_strongest_first():
     lo, hi = table.column("ci_low").to_pylist()[0], table.column("ci_high").to_pylist()[0]
     assert lo < r.strength("A") < hi
     assert hi - lo == pytest.approx(2 * 1.959963984540054 * r.std_errors[0], abs=1e-12)
+
+
+def test_conjugate_gradient_path_agrees_with_the_dense_solve(monkeypatch):
+    # 120 items > DENSE_SOLVE_ITEMS: Newton steps come from preconditioned CG on the sparse Laplacian.
+    from rmcore.ranking import solvers
+
+    truth, counts = simulated(120, 4_000, seed=11)
+    assert counts.n_items > solvers.DENSE_SOLVE_ITEMS
+    for prior in ("none", "virtual"):
+        sparse_fit = fit_bradley_terry(counts, prior=prior, standard_errors=False)
+        monkeypatch.setattr(solvers, "DENSE_SOLVE_ITEMS", 10_000)
+        dense_fit = fit_bradley_terry(counts, prior=prior, standard_errors=False)
+        monkeypatch.undo()
+        assert sparse_fit.converged and sparse_fit.iterations < 15
+        assert sparse_fit.strengths == pytest.approx(dense_fit.strengths, abs=1e-9)
+    assert float(np.sqrt(np.mean((sparse_fit.strengths - truth) ** 2))) < 0.5

@@ -110,9 +110,7 @@ def counts_from_indices(
     lo_is_a = lo == a
     credit_lo = np.where(a_won, lo_is_a, np.where(b_won, ~lo_is_a, 0.5)).astype(np.float64)
     weight = np.ones(a.size) if ties == "half" else (~tied).astype(np.float64)
-    keys, inverse = np.unique(lo * n + hi, return_inverse=True)
-    w_lo = np.bincount(inverse, credit_lo * weight, keys.size)
-    w_hi = np.bincount(inverse, (1.0 - credit_lo) * weight, keys.size)
+    keys, w_lo, w_hi = _sum_by_pair(lo * n + hi, credit_lo * weight, (1.0 - credit_lo) * weight, n)
     keep = (w_lo + w_hi) > 0  # pairs met only in dropped ties
     keys = keys[keep]
     return PairCounts(
@@ -127,6 +125,21 @@ def counts_from_indices(
         tie_rule=ties,
         self_comparisons=n_self,
     )
+
+
+def _sum_by_pair(
+    key: np.ndarray, x: np.ndarray, y: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum ``x`` and ``y`` per distinct pair key; return (keys seen, sums of x, sums of y), keys ascending.
+
+    With few items a dense bincount over all n*n keys is much faster than sorting the keys.
+    """
+    if n * n <= max(4 * key.size, 1 << 20):
+        seen = np.bincount(key, minlength=n * n) > 0
+        keys = np.flatnonzero(seen)
+        return keys, np.bincount(key, x, n * n)[keys], np.bincount(key, y, n * n)[keys]
+    keys, inverse = np.unique(key, return_inverse=True)
+    return keys, np.bincount(inverse, x, keys.size), np.bincount(inverse, y, keys.size)
 
 
 def counts_from_outcomes(outcomes: pa.Table, *, ties: TieRule = "half") -> PairCounts:
