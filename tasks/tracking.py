@@ -224,9 +224,13 @@ def check_file_has_no_secret(path: Path) -> None:
 
 
 def flatten(obj: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """Nested mappings/lists -> {"a.b.0.c": leaf}; dataclasses are converted first."""
+    """Nested mappings/lists -> {"a.b.0.c": leaf}; dataclasses are converted first.
+
+    A trailing separator on ``prefix`` is allowed ("final/" and "final" give "final/loss").
+    """
     from rmcore.config import to_dict
 
+    prefix = prefix.rstrip(sep)
     obj = to_dict(obj)
     out: dict[str, Any] = {}
     if isinstance(obj, Mapping):
@@ -238,6 +242,17 @@ def flatten(obj: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
     else:
         out[prefix] = obj
     return out
+
+
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]")
+
+
+def safe_key(key: str) -> str:
+    """An MLflow-valid param/metric key: characters outside ``[/\\w.\\- :]`` become "_",
+    repeated/leading/trailing slashes go (MLflow refuses keys that normalise to another path)."""
+    key = _BAD_KEY_CHARS.sub("_", key)
+    key = re.sub(r"/{2,}", "/", key).strip("/")
+    return "/".join(part if part not in (".", "..") else "_" for part in key.split("/"))
 
 
 def _param_str(value: Any) -> str:
@@ -254,7 +269,7 @@ def log_params(run_id: str, params: Mapping[str, Any] | Any, *, prefix: str = ""
     """
     from mlflow.entities import Param
 
-    flat = {k: _param_str(v)[:_MAX_PARAM_LEN] for k, v in flatten(params, prefix).items()}
+    flat = {safe_key(k): _param_str(v)[:_MAX_PARAM_LEN] for k, v in flatten(params, prefix).items()}
     flat = redact_mapping(flat)
     c = client()
     existing = c.get_run(run_id).data.params
@@ -280,7 +295,7 @@ def numeric_leaves(metrics: Mapping[str, Any], *, prefix: str = "") -> dict[str,
     for key, value in flatten(metrics, prefix, sep="/").items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        out[key] = float(value)
+        out[safe_key(key)] = float(value)
     return out
 
 
@@ -422,6 +437,20 @@ def log_artifacts(run_id: str, paths: Iterable[str | Path], *, artifact_path: st
             c.log_artifacts(run_id, str(p), artifact_path=sub)
         logged.append(p.name)
     return logged
+
+
+def ui_links(run_id: str, model: tuple[str, int] | None = None) -> dict[str, str]:
+    """MLflow UI links for the run (and a model version) when tracking goes to a server, else {}."""
+    import mlflow
+
+    base = mlflow.get_tracking_uri().rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        return {}
+    experiment_id = client().get_run(run_id).info.experiment_id
+    links = {"run": f"{base}/#/experiments/{experiment_id}/runs/{run_id}"}
+    if model is not None:
+        links["model_version"] = f"{base}/#/models/{model[0]}/versions/{model[1]}"
+    return links
 
 
 def git_revision(repo_dir: str | Path | None = None) -> str | None:

@@ -103,6 +103,9 @@ def test_metric_trees_become_slash_keys(mlflow_uri):
     }
     assert logged == expected
     assert tracking.client().get_run(run_id).data.metrics == expected
+    # a trailing slash on the prefix and characters MLflow refuses do not break logging
+    final = tracking.log_metrics(run_id, {"loss": 0.5, "hh (test)": {"acc": 0.61}}, prefix="final/")
+    assert final == {"final/loss": 0.5, "final/hh _test_/acc": 0.61}
 
 
 def test_training_sink_writes_curves_with_steps(mlflow_uri):
