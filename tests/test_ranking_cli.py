@@ -66,3 +66,16 @@ def test_rank_help_lists_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--method", "--ties", "--prior", "--reference", "--json", "{newton,mm,gradient}"):
         assert option in text
+
+
+def test_rank_bootstrap_intervals_json(tmp_path, capsys):
+    path = tmp_path / "games.jsonl"
+    rows = ['{"item_a": "A", "item_b": "B", "winner": "A"}'] * 6 + [
+        '{"item_a": "A", "item_b": "B", "winner": "B"}'
+    ] * 3
+    path.write_text("\n".join(rows) + "\n")
+    assert main(["rank", str(path), "--json", "--bootstrap", "30", "--seed", "7", "--prior", "virtual"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["intervals"] == "95% bootstrap percentile (30 resamples of the comparisons, seed 7)"
+    a = result["leaderboard"][0]
+    assert a["item"] == "A" and a["ci_low"] <= a["strength"] <= a["ci_high"]

@@ -250,3 +250,39 @@ def test_conjugate_gradient_path_agrees_with_the_dense_solve(monkeypatch):
         assert sparse_fit.converged and sparse_fit.iterations < 15
         assert sparse_fit.strengths == pytest.approx(dense_fit.strengths, abs=1e-9)
     assert float(np.sqrt(np.mean((sparse_fit.strengths - truth) ** 2))) < 0.5
+
+
+def test_bootstrap_intervals_are_seeded_and_match_the_fisher_width():
+    _, counts = simulated(20, 20_000, seed=12)
+    r = fit_bradley_terry(counts, prior="none", bootstrap=100, seed=3)
+    again = fit_bradley_terry(counts, prior="none", bootstrap=100, seed=3)
+    other = fit_bradley_terry(counts, prior="none", bootstrap=5, seed=4)
+    assert r.ci_low.tolist() == again.ci_low.tolist()
+    assert r.ci_low.tolist() != other.ci_low.tolist()
+    assert r.interval_kind == "bootstrap percentile (100 resamples of the comparisons, seed 3)"
+    assert (r.ci_low < r.strengths).all() and (r.strengths < r.ci_high).all()
+    # With this much data the bootstrap width agrees with 2 * 1.96 * se (Fisher) to ~15%.
+    ratio = (r.ci_high - r.ci_low) / (2 * 1.959963984540054 * r.std_errors)
+    assert 0.8 < ratio.mean() < 1.2
+
+
+def test_bootstrap_resample_keeps_the_number_of_comparisons():
+    from rmcore.ranking.bootstrap import resample_counts
+
+    data = outcomes(("A", "B", "A"), ("A", "B", "tie"), ("B", "C", "C"), ("C", "A", "tie"), ("C", "B", "B"))
+    counts = counts_from_outcomes(data)
+    rep = resample_counts(counts, np.random.default_rng(0))
+    assert rep.n_comparisons == counts.n_comparisons == 5.0
+    assert int(rep.wins.sum() + rep.ties.sum() // 2) == 5
+    assert set(zip(rep.i.tolist(), rep.j.tolist())) <= set(zip(counts.i.tolist(), counts.j.tolist()))
+
+
+def test_bootstrap_replicates_without_an_mle_are_counted_not_hidden():
+    # A beat B 2-1. Resampling the 3 games often gives 3-0 or 0-3, which has no finite MLE.
+    data = outcomes(("A", "B", "A"), ("A", "B", "A"), ("A", "B", "B"))
+    r = fit_bradley_terry(data, prior="none", bootstrap=50, seed=0)
+    note = next(n for n in r.notes if n.startswith("bootstrap:"))
+    left_out = int(note.split()[1])
+    # P(all three resampled games go one way) = (2/3)^3 + (1/3)^3 = 1/3: about 17 of 50.
+    assert 5 < left_out < 30
+    assert note == f"bootstrap: {left_out} of 50 replicates had no finite MLE and were left out"

@@ -38,6 +38,8 @@ class PairCounts:
     w_ij: np.ndarray
     """float64: wins of ``i`` over ``j`` (a tie adds 0.5 under ``ties="half"``)."""
     w_ji: np.ndarray
+    t_ij: np.ndarray
+    """float64: ties between ``i`` and ``j`` that the likelihood uses (0 under ``ties="drop"``)."""
     wins: np.ndarray
     """Per item: decisive wins (ties not included)."""
     losses: np.ndarray
@@ -110,7 +112,9 @@ def counts_from_indices(
     lo_is_a = lo == a
     credit_lo = np.where(a_won, lo_is_a, np.where(b_won, ~lo_is_a, 0.5)).astype(np.float64)
     weight = np.ones(a.size) if ties == "half" else (~tied).astype(np.float64)
-    keys, w_lo, w_hi = _sum_by_pair(lo * n + hi, credit_lo * weight, (1.0 - credit_lo) * weight, n)
+    keys, (w_lo, w_hi, t_lo_hi) = _sum_by_pair(
+        lo * n + hi, (credit_lo * weight, (1.0 - credit_lo) * weight, tied * weight), n
+    )
     keep = (w_lo + w_hi) > 0  # pairs met only in dropped ties
     keys = keys[keep]
     return PairCounts(
@@ -119,6 +123,7 @@ def counts_from_indices(
         j=keys % n,
         w_ij=w_lo[keep],
         w_ji=w_hi[keep],
+        t_ij=t_lo_hi[keep],
         wins=wins,
         losses=losses,
         ties=tie_count,
@@ -128,18 +133,17 @@ def counts_from_indices(
 
 
 def _sum_by_pair(
-    key: np.ndarray, x: np.ndarray, y: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum ``x`` and ``y`` per distinct pair key; return (keys seen, sums of x, sums of y), keys ascending.
+    key: np.ndarray, values: tuple[np.ndarray, ...], n: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Sum each array in ``values`` per distinct pair key; return (keys seen ascending, the sums).
 
     With few items a dense bincount over all n*n keys is much faster than sorting the keys.
     """
     if n * n <= max(4 * key.size, 1 << 20):
-        seen = np.bincount(key, minlength=n * n) > 0
-        keys = np.flatnonzero(seen)
-        return keys, np.bincount(key, x, n * n)[keys], np.bincount(key, y, n * n)[keys]
+        keys = np.flatnonzero(np.bincount(key, minlength=n * n))
+        return keys, [np.bincount(key, v, n * n)[keys] for v in values]
     keys, inverse = np.unique(key, return_inverse=True)
-    return keys, np.bincount(inverse, x, keys.size), np.bincount(inverse, y, keys.size)
+    return keys, [np.bincount(inverse, v, keys.size) for v in values]
 
 
 def counts_from_outcomes(outcomes: pa.Table, *, ties: TieRule = "half") -> PairCounts:

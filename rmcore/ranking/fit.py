@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.linalg
 
+from rmcore.ranking.bootstrap import bootstrap_intervals
 from rmcore.ranking.counts import PairCounts, TieRule, counts_from_outcomes
 from rmcore.ranking.priors import Prior, resolve_prior
 from rmcore.ranking.result import Z95, RankingResult
@@ -34,6 +35,8 @@ def fit_bradley_terry(
     tol: float = 1e-9,
     learning_rate: float | None = None,
     standard_errors: bool = True,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> RankingResult:
     """Maximum-likelihood (or, with a prior, MAP) Bradley-Terry log-strengths.
 
@@ -43,6 +46,8 @@ def fit_bradley_terry(
     ``prior``: "auto" (none if the MLE exists, else 1 virtual game per item, noted in
     ``notes``), "none", "virtual", "gaussian", "gamma" or a Prior; ``prior_strength`` sets its weight.
     ``tol``: stop when every component of the score is <= tol (in wins).
+    ``bootstrap``: with N > 0, 95% intervals are percentiles of N seeded bootstrap refits
+    (standard errors stay those of the Fisher information); otherwise theta +- 1.96 se.
     """
     counts = outcomes if isinstance(outcomes, PairCounts) else counts_from_outcomes(outcomes, ties=ties)
     if counts.n_pairs == 0:
@@ -65,12 +70,24 @@ def fit_bradley_terry(
     )
     if standard_errors and np.isnan(se).all() and counts.n_items > DENSE_MAX_ITEMS:
         notes.append(f"standard errors skipped: more than {DENSE_MAX_ITEMS} items")
+    ci_low, ci_high = theta - Z95 * se, theta + Z95 * se
+    interval_kind = "normal (inverse Fisher information)"
+    if bootstrap > 0:
+        ci_low, ci_high, left_out = bootstrap_intervals(
+            counts, chosen, replicates=bootstrap, seed=seed, method=method, reference=ref, tol=tol
+        )
+        interval_kind = f"bootstrap percentile ({bootstrap} resamples of the comparisons, seed {seed})"
+        if left_out:
+            notes.append(
+                f"bootstrap: {left_out} of {bootstrap} replicates had no finite MLE and were left out"
+            )
     return RankingResult(
         items=counts.items,
         strengths=theta,
         std_errors=se,
-        ci_low=theta - Z95 * se,
-        ci_high=theta + Z95 * se,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        interval_kind=interval_kind,
         wins=counts.wins,
         losses=counts.losses,
         ties=counts.ties,

@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reference", default=None, help="report strengths relative to this item (default: sum to zero)"
     )
     p.add_argument("--top", type=int, default=None, help="show only the strongest N items")
+    p.add_argument("--bootstrap", type=int, default=0, help="N > 0: 95%% intervals from N bootstrap refits")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--max-iter", type=int, default=None)
     p.add_argument(
         "--tol", type=float, default=1e-9, help="stop when every score component is below this (wins)"
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reference=args.reference,
         max_iter=args.max_iter,
         tol=args.tol,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
     )
     out = {"files": [str(f) for f in args.files], **result.to_dict(args.top)}
     out["_markdown"] = leaderboard_markdown(result, args.top)
