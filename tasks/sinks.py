@@ -2,7 +2,8 @@
 
 ``rmcore.train`` reports metrics through ``MetricsSink.log_metrics(metrics, step)``; this
 sink buffers them and writes them to one MLflow run in batches (one DB round trip per
-``flush_every`` steps rather than per step), with a key prefix such as ``train/``.
+``flush_every`` steps rather than per step). rmcore's keys already say where they come
+from ("train/loss", "eval/accuracy"); ``prefix`` is prepended if given.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ log = logging.getLogger(__name__)
 
 
 class MlflowMetricsSink:
-    """Writes training metrics to MLflow run ``run_id`` under ``prefix`` (e.g. "train/loss").
+    """Writes training metrics to MLflow run ``run_id`` (keys as given, after ``prefix``).
 
     Use as a context manager, or call ``flush()`` at the end: buffered metrics are written
     every ``flush_every`` calls. Non-numeric values are refused (a bug in the caller).
     """
 
-    def __init__(self, run_id: str, *, prefix: str = "train/", flush_every: int = 10) -> None:
+    def __init__(self, run_id: str, *, prefix: str = "", flush_every: int = 10) -> None:
         from mlflow import MlflowClient
 
         if flush_every < 1:

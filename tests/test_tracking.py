@@ -110,7 +110,7 @@ def test_metric_trees_become_slash_keys(mlflow_uri):
 
 def test_training_sink_writes_curves_with_steps(mlflow_uri):
     run_id = tracking.start_pipeline_run("p", config=_config(mlflow_uri))
-    with MlflowMetricsSink(run_id, flush_every=2) as sink:
+    with MlflowMetricsSink(run_id, prefix="train/", flush_every=2) as sink:
         for step, loss in enumerate([0.69, 0.6, 0.5]):
             sink.log_metrics({"loss": loss, "accuracy": 0.5 + step / 10}, step)
     history = tracking.client().get_metric_history(run_id, "train/loss")
@@ -118,6 +118,28 @@ def test_training_sink_writes_curves_with_steps(mlflow_uri):
     assert len(tracking.client().get_metric_history(run_id, "train/accuracy")) == 3
     with pytest.raises(TypeError, match="metric 'loss' at step 3: expected a number"):
         sink.log_metrics({"loss": "high"}, 3)
+
+
+def test_training_loop_reports_through_the_sink(mlflow_uri, tmp_path):
+    from tiny import build_tiny_model_dir
+    from train_helpers import toy_pairs, write_mixture
+
+    from rmcore.train import train_reward_model
+    from rmcore.train_config import TrainConfig
+
+    model = build_tiny_model_dir(tmp_path / "bert", "bert", pooling="mean")
+    mixture = write_mixture(tmp_path / "mixture.parquet", toy_pairs(20))
+    config = TrainConfig(model=str(model), max_length=64, lr=3e-3, micro_batch=4, global_batch=8, epochs=1,
+                         log_every=1, eval_fraction=0.2, seed=7)
+    run_id = tracking.start_pipeline_run("p", config=_config(mlflow_uri))
+    with MlflowMetricsSink(run_id) as sink:
+        result = train_reward_model(config, mixture_path=mixture, output_dir=tmp_path / "out", sink=sink)
+    # 20 pairs, 20% held out -> 16 train pairs -> 2 steps of 8, each logged once
+    assert result.steps == 2
+    history = tracking.client().get_metric_history(run_id, "train/loss")
+    assert sorted(m.step for m in history) == [1, 2]
+    metrics = tracking.client().get_run(run_id).data.metrics
+    assert {"train/accuracy", "train/tokens_per_s", "train/grad_norm"} <= set(metrics)
 
 
 def _mixture(tmp_path: Path) -> tuple[Path, Path, str]:
