@@ -9,6 +9,7 @@ win probabilities and the ranking do not depend on that choice.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +17,17 @@ import scipy.linalg
 
 from rmcore.ranking.bootstrap import bootstrap_intervals
 from rmcore.ranking.counts import PairCounts, TieRule, counts_from_outcomes
+from rmcore.ranking.davidson import davidson_covariance, fit_davidson
 from rmcore.ranking.priors import Prior, resolve_prior
 from rmcore.ranking.result import Z95, RankingResult
-from rmcore.ranking.solvers import DENSE_MAX_ITEMS, dense_information, information, log_likelihood, solve
+from rmcore.ranking.solvers import (
+    DENSE_MAX_ITEMS,
+    SolverOutput,
+    dense_information,
+    information,
+    log_likelihood,
+    solve,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +36,7 @@ def fit_bradley_terry(
     outcomes: pa.Table | PairCounts,
     *,
     method: str = "newton",
-    ties: TieRule = "half",
+    ties: TieRule | Literal["davidson"] = "half",
     prior: str | Prior = "auto",
     prior_strength: float | None = None,
     reference: str | None = None,
@@ -42,20 +51,39 @@ def fit_bradley_terry(
 
     ``outcomes``: a table (item_a, item_b, winner) or precomputed PairCounts.
     ``method``: "newton" (default, fastest), "mm" (Hunter) or "gradient" (the seed's update).
-    ``ties``: "half" (a tie is half a win for each side) or "drop".
+    ``ties``: "half" (a tie is half a win for each side), "drop", or "davidson" (ties
+    modelled with a fitted tie parameter nu, Davidson 1970; Newton only).
     ``prior``: "auto" (none if the MLE exists, else 1 virtual game per item, noted in
     ``notes``), "none", "virtual", "gaussian", "gamma" or a Prior; ``prior_strength`` sets its weight.
     ``tol``: stop when every component of the score is <= tol (in wins).
     ``bootstrap``: with N > 0, 95% intervals are percentiles of N seeded bootstrap refits
     (standard errors stay those of the Fisher information); otherwise theta +- 1.96 se.
     """
-    counts = outcomes if isinstance(outcomes, PairCounts) else counts_from_outcomes(outcomes, ties=ties)
+    davidson = ties == "davidson"
+    if isinstance(outcomes, PairCounts):
+        counts = outcomes
+    else:
+        counts = counts_from_outcomes(outcomes, ties="half" if davidson else ties)
     if counts.n_pairs == 0:
         raise ValueError("no comparisons between two different items: nothing to rank")
     ref = None if reference is None else counts.index(reference)
     chosen, notes = resolve_prior(prior, prior_strength, counts)
-    notes = data_notes(counts) + notes
-    out = solve(counts, chosen, method, max_iter, tol, learning_rate)
+    notes = data_notes(counts, davidson) + notes
+    if davidson:
+        if method != "newton" or bootstrap:
+            raise ValueError(
+                "ties='davidson' is fitted by Newton with normal intervals; use method='newton', no bootstrap"
+            )
+        dfit = fit_davidson(counts, chosen, 100 if max_iter is None else max_iter, tol)
+        out = SolverOutput(dfit.theta, dfit.iterations, dfit.converged, dfit.max_gradient)
+        tie_parameter, loglik = dfit.tie_parameter, dfit.log_likelihood
+        notes.append(
+            f"ties: Davidson model, nu = {tie_parameter:.4g} (two equal items tie with probability"
+            f" {tie_parameter / (2 + tie_parameter):.3f})"
+        )
+    else:
+        out = solve(counts, chosen, method, max_iter, tol, learning_rate)
+        tie_parameter, loglik = None, log_likelihood(out.theta, counts)
     if not out.converged:
         msg = (
             f"{method} did not converge in {out.iterations} iterations (largest score {out.max_gradient:.3g})"
@@ -63,13 +91,13 @@ def fit_bradley_terry(
         log.warning(msg)
         notes.append(f"warning: {msg}; raise max_iter or use method='newton'")
     theta = out.theta - (out.theta[ref] if ref is not None else out.theta.mean())
-    se = (
-        contrast_std_errors(out.theta, counts, chosen, ref)
-        if standard_errors
-        else np.full(theta.size, np.nan)
-    )
-    if standard_errors and np.isnan(se).all() and counts.n_items > DENSE_MAX_ITEMS:
-        notes.append(f"standard errors skipped: more than {DENSE_MAX_ITEMS} items")
+    if not standard_errors or counts.n_items > DENSE_MAX_ITEMS:
+        se = np.full(theta.size, np.nan)
+        if standard_errors:
+            notes.append(f"standard errors skipped: more than {DENSE_MAX_ITEMS} items")
+    else:
+        cov = davidson_covariance(dfit, counts, chosen) if davidson else covariance(out.theta, counts, chosen)
+        se = contrast_std_errors(cov, ref)
     ci_low, ci_high = theta - Z95 * se, theta + Z95 * se
     interval_kind = "normal (inverse Fisher information)"
     if bootstrap > 0:
@@ -92,25 +120,27 @@ def fit_bradley_terry(
         losses=counts.losses,
         ties=counts.ties,
         method=method,
-        tie_rule=counts.tie_rule,
+        tie_rule="davidson" if davidson else counts.tie_rule,
+        tie_parameter=tie_parameter,
         prior=chosen.describe(),
         normalisation="sum-to-zero" if ref is None else f"reference item {reference!r} = 0",
         iterations=out.iterations,
         converged=out.converged,
-        log_likelihood=log_likelihood(out.theta, counts),
+        log_likelihood=loglik,
         max_gradient=out.max_gradient,
         n_comparisons=int(counts.wins.sum() + counts.ties.sum() // 2),
         notes=tuple(notes),
     )
 
 
-def data_notes(counts: PairCounts) -> list[str]:
+def data_notes(counts: PairCounts, davidson: bool = False) -> list[str]:
     notes = []
     if counts.self_comparisons:
         notes.append(f"{counts.self_comparisons} comparisons of an item with itself ignored (no information)")
     n_ties = int(counts.ties.sum() // 2)
     if n_ties:
         how = "counted as half a win for each side" if counts.tie_rule == "half" else "dropped"
+        how = "modelled (Davidson)" if davidson else how
         notes.append(f"{n_ties} ties {how}")
     return notes
 
@@ -129,11 +159,8 @@ def covariance(theta: np.ndarray, counts: PairCounts, prior: Prior) -> np.ndarra
     return inv - 1.0 / theta.size if anchored else inv
 
 
-def contrast_std_errors(theta: np.ndarray, counts: PairCounts, prior: Prior, ref: int | None) -> np.ndarray:
+def contrast_std_errors(cov: np.ndarray, ref: int | None) -> np.ndarray:
     """Standard errors of theta_i - mean(theta) (sum-to-zero) or of theta_i - theta_ref."""
-    if counts.n_items > DENSE_MAX_ITEMS:
-        return np.full(theta.size, np.nan)
-    cov = covariance(theta, counts, prior)
     diag = np.diag(cov)
     if ref is None:
         var = diag - 2.0 * cov.mean(axis=1) + cov.mean()

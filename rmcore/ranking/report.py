@@ -23,10 +23,17 @@ def _num(x: float, digits: int = 3) -> str:
 def leaderboard_markdown(result: RankingResult, top: int | None = None, *, title: str = "Leaderboard") -> str:
     """A markdown leaderboard: rank, item, strength, 95% interval, record; then how it was fitted."""
     rows = result.to_table(top).to_pylist()
+    if result.tie_parameter is None:
+        model = "P(a beats b) = 1 / (1 + exp(-(a - b)))"
+    else:
+        nu = f"{result.tie_parameter:.4g}"
+        model = (
+            f"Davidson ties: P(a wins) = e^h / (e^h + e^-h + {nu}), P(tie) = {nu} / (...), h = (a - b) / 2"
+        )
     lines = [
         f"## {title}",
         "",
-        f"Bradley-Terry log-strengths ({result.normalisation}); P(a beats b) = 1 / (1 + exp(-(a - b))).",
+        f"Bradley-Terry log-strengths ({result.normalisation}); {model}.",
         "",
         "| rank | item | strength | 95% interval | std. error | W-L-T |",
         "|---:|---|---:|---|---:|---|",

@@ -39,6 +39,8 @@ class RankingResult:
     max_gradient: float
     n_comparisons: int
     interval_kind: str = "normal (inverse Fisher information)"
+    tie_parameter: float | None = None
+    """Davidson's nu when ties were modelled (``tie_rule == "davidson"``), else None."""
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -51,9 +53,20 @@ class RankingResult:
         return float(self.strengths[self._index(item)])
 
     def predict_proba(self, a: str, b: str) -> float:
-        """P(a beats b) under the fitted model (a tie counted as half a win each way)."""
+        """P(a beats b). Bradley-Terry: sigma(theta_a - theta_b) (a tie is half a win each way).
+        Davidson: the probability that a wins outright, e^h / (e^h + e^-h + nu) with h = (theta_a - theta_b) / 2."""
         d = self.strengths[self._index(a)] - self.strengths[self._index(b)]
-        return float(1.0 / (1.0 + math.exp(-d)))
+        if self.tie_parameter is None:
+            return float(1.0 / (1.0 + math.exp(-d)))
+        h = d / 2
+        return float(math.exp(h) / (math.exp(h) + math.exp(-h) + self.tie_parameter))
+
+    def predict_tie(self, a: str, b: str) -> float:
+        """P(a and b tie): 0 unless ties were modelled (Davidson)."""
+        if self.tie_parameter is None:
+            return 0.0
+        h = (self.strengths[self._index(a)] - self.strengths[self._index(b)]) / 2
+        return float(self.tie_parameter / (math.exp(h) + math.exp(-h) + self.tie_parameter))
 
     def _index(self, item: str) -> int:
         try:
@@ -92,6 +105,7 @@ class RankingResult:
             "comparisons": self.n_comparisons,
             "method": self.method,
             "ties": self.tie_rule,
+            "tie_parameter": self.tie_parameter,
             "prior": self.prior,
             "normalisation": self.normalisation,
             "intervals": f"95% {self.interval_kind}",

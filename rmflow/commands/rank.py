@@ -14,8 +14,9 @@ UltraFeedback raw rows (completions ranked by fine-grained score) or generic out
 (item_a, item_b, winner = item_a | item_b | "tie"). Two or more score files
 (score_chosen, score_rejected keyed by subset+id or pair_id, e.g. `rmflow eval` output)
 rank reward-model versions head to head. Ties count as half a win each (--ties drop
-ignores them). When the plain maximum-likelihood fit does not exist (an item never won
-or never lost), --prior auto adds one virtual game per item and says so in the notes."""
+ignores them; --ties davidson fits Davidson's tie parameter). When the plain
+maximum-likelihood fit does not exist (an item never won or never lost), --prior auto
+adds one virtual game per item and says so in the notes."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method", default="newton", choices=["newton", "mm", "gradient"], help="solver (default newton)"
     )
-    p.add_argument("--ties", default="half", choices=["half", "drop"])
+    p.add_argument(
+        "--ties",
+        default="half",
+        choices=["half", "drop", "davidson"],
+        help="half a win each, drop, or Davidson model",
+    )
     p.add_argument(
         "--prior",
         default="auto",
