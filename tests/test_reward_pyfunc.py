@@ -68,3 +68,36 @@ def test_saved_pyfunc_returns_the_folders_raw_rewards(tmp_path: Path, arch: str)
     # the DataFrame form gives the same numbers as the list form
     frame = loaded.predict(pd.DataFrame(ROWS[:2]))
     np.testing.assert_allclose(frame["reward"].to_numpy(), expected[:2], rtol=0, atol=1e-6)
+
+
+_FRESH_PROCESS = """
+import json, sys
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+rewards = model.predict(json.loads(sys.argv[2]))["reward"].tolist()
+print(json.dumps({"rewards": rewards, "rmcore": sys.modules["rmcore"].__file__}))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch + mlflow again (~15-40 s on 2 busy cores)
+def test_saved_pyfunc_brings_its_own_rmcore_to_a_fresh_process(tmp_path: Path):
+    """The model's code/ directory holds rmcore: a new process loads it from there, not the checkout."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import mlflow.pyfunc
+
+    from tasks.registry import pyfunc_model_kwargs
+
+    folder = tiny_reward_dir(tmp_path / "model")
+    saved = tmp_path / "pyfunc"
+    mlflow.pyfunc.save_model(str(saved), **pyfunc_model_kwargs(folder))
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, str(saved), json.dumps(ROWS)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=os.environ.copy(), check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Path(result["rmcore"]).is_relative_to(saved / "code" / "rmcore")
+    np.testing.assert_allclose(result["rewards"], direct_rewards(folder, ROWS), rtol=0, atol=1e-6)
