@@ -137,8 +137,26 @@ RANKING_OUTCOMES = Contract(
     pa.schema([("item_a", pa.string()), ("item_b", pa.string()), ("winner", pa.string())]),
 )
 
+# A Bradley-Terry leaderboard (rmcore.ranking RankingResult.to_table): strongest first.
+RANKING_LEADERBOARD = Contract(
+    "ranking_leaderboard",
+    pa.schema(
+        [
+            ("rank", pa.int64()),
+            ("item", pa.string()),
+            ("strength", pa.float64()),  # log-strength, normalised as the fit's notes say
+            ("std_error", pa.float64()),
+            ("ci_low", pa.float64()),  # 95% interval
+            ("ci_high", pa.float64()),
+            ("wins", pa.int64()),
+            ("losses", pa.int64()),
+            ("ties", pa.int64()),
+        ]
+    ),
+)
+
 CONTRACTS: dict[str, Contract] = {
-    c.name: c for c in (PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, HELDOUT_SCORES, RANKING_OUTCOMES)
+    c.name: c for c in (PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, HELDOUT_SCORES, RANKING_OUTCOMES, RANKING_LEADERBOARD)
 }
 
 
