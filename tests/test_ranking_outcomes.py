@@ -191,7 +191,7 @@ def test_real_rewardbench_model_pairs_rank(shared_data):
     assert r.ranking[-1] == "dolphin-2.0-mistral-7b"
 
 
-def test_leaderboard_markdown_says_how_it_was_fitted():
+def test_leaderboard_markdown_says_how_it_was_fitted(tmp_path):
     rows = [("A", "B", "A")] * 3 + [("A", "B", "B")] + [("B", "C", "B"), ("C", "B", "tie"), ("C", "B", "C")]
     out = pa.table({k: [r[i] for r in rows] for i, k in enumerate(("item_a", "item_b", "winner"))})
     r = fit_bradley_terry(out)
@@ -207,3 +207,5 @@ def test_leaderboard_markdown_says_how_it_was_fitted():
     assert "Items: top 2 of 3; comparisons: 7; method: newton" in md
     assert "- 1 ties counted as half a win for each side" in md
     assert md == leaderboard_markdown(r, 2, title="Source models")
+    write_table(table, tmp_path / "leaderboard.parquet", "ranking_leaderboard")
+    assert pq.read_table(tmp_path / "leaderboard.parquet").column("rank").to_pylist() == [1, 2]

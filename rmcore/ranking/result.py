@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from data_contracts.schemas import RANKING_LEADERBOARD, validate
+
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -80,7 +82,7 @@ class RankingResult:
         """The leaderboard: one row per item, strongest first."""
         index = {name: k for k, name in enumerate(self.items)}
         order = [index[name] for name in self.ranking][:top]
-        return pa.table(
+        table = pa.table(
             {
                 "rank": pa.array(range(1, len(order) + 1), pa.int64()),
                 "item": pa.array([self.items[k] for k in order], pa.string()),
@@ -93,6 +95,7 @@ class RankingResult:
                 "ties": pa.array(self.ties[order], pa.int64()),
             }
         )
+        return validate(table, RANKING_LEADERBOARD, where="leaderboard")
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         """JSON-ready: settings, fit diagnostics, notes and the leaderboard rows."""
