@@ -5,7 +5,8 @@ Only the task layer imports MLflow (rmcore never does). Every helper takes an ex
 never depend on MLflow's thread-local "active run".
 
 Store: ``TrackingConfig.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else SQLite at
-``<RMFLOW_HOME or ./.rmflow>/mlflow.db`` with artifacts in ``<same dir>/mlartifacts``.
+``<RMFLOW_HOME or ./.rmflow>/mlflow/mlflow.db`` with artifacts in ``<same dir>/artifacts``:
+the same files ``rmflow up`` serves, so runs logged without the server show in its UI.
 
 Secrets: no param or tag whose key names a secret (a key segment "token", "secret",
 "password" or "key": ``hf_token``, ``api_key``) is logged, and no param, tag, dataset field
@@ -71,11 +72,11 @@ def rmflow_home(env: Mapping[str, str] | None = None) -> Path:
 def local_store_paths(home: Path | None = None) -> tuple[Path, Path]:
     """(SQLite DB file, artifact directory) of the local default store (also what `rmflow up` serves)."""
     home = rmflow_home() if home is None else home
-    return home / "mlflow.db", home / "mlartifacts"
+    return home / "mlflow" / "mlflow.db", home / "mlflow" / "artifacts"
 
 
 def resolve_tracking_uri(config: TrackingConfig | None = None, env: Mapping[str, str] | None = None) -> str:
-    """Configured URI > $MLFLOW_TRACKING_URI > ``sqlite:///<RMFLOW_HOME>/mlflow.db``."""
+    """Configured URI > $MLFLOW_TRACKING_URI > ``sqlite:///<RMFLOW_HOME>/mlflow/mlflow.db``."""
     env = os.environ if env is None else env
     if config is not None and config.tracking_uri:
         return config.tracking_uri
@@ -115,7 +116,7 @@ def client():
 def ensure_experiment(name: str = DEFAULT_EXPERIMENT, *, artifact_location: str | None = None) -> str:
     """Id of experiment ``name``, created if absent.
 
-    A new experiment on a SQLite store keeps its artifacts in ``mlartifacts`` beside the DB
+    A new experiment on a SQLite store keeps its artifacts in ``artifacts/<name>`` beside the DB
     (MLflow's own default would be ``./mlruns`` under whatever the working directory is).
     """
     import mlflow
@@ -127,7 +128,7 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT, *, artifact_location: str 
     if artifact_location is None:
         db = sqlite_path(mlflow.get_tracking_uri())
         if db is not None:
-            artifact_location = str(db.parent / "mlartifacts" / name)
+            artifact_location = str(db.parent / "artifacts" / name)
     return c.create_experiment(name, artifact_location=artifact_location)
 
 

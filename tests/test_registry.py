@@ -144,7 +144,7 @@ def test_nothing_a_run_writes_contains_the_hf_token(mlflow_uri, model_dirs, tmp_
 
     store = Path(mlflow_uri[len("sqlite:///"):]).parent
     written = [p for p in store.rglob("*") if p.is_file() and p != leaky]
-    assert any(p.name == "mlflow.db" for p in written) and any("mlartifacts" in p.parts for p in written)
+    assert any(p.name == "mlflow.db" for p in written) and any("artifacts" in p.parts for p in written)
     assert [p for p in written if secret.encode() in p.read_bytes()] == []
 
 

@@ -24,11 +24,12 @@ def _config(uri: str) -> tracking.TrackingConfig:
 
 def test_tracking_uri_config_beats_env_beats_local_default(tmp_path):
     env = {"RMFLOW_HOME": str(tmp_path / "home")}
-    assert tracking.resolve_tracking_uri(None, env) == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    assert tracking.resolve_tracking_uri(None, env) == f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}"
     env["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:5000"
     assert tracking.resolve_tracking_uri(None, env) == "http://127.0.0.1:5000"
     assert tracking.resolve_tracking_uri(_config("sqlite:////x/y.db"), env) == "sqlite:////x/y.db"
-    assert tracking.local_store_paths(tmp_path) == (tmp_path / "mlflow.db", tmp_path / "mlartifacts")
+    # the files `rmflow up` serves (rmflow/stack.py: <home>/mlflow/mlflow.db, <home>/mlflow/artifacts)
+    assert tracking.local_store_paths(tmp_path) == (tmp_path / "mlflow" / "mlflow.db", tmp_path / "mlflow" / "artifacts")
 
 
 def test_secret_keys_and_values_are_recognised(monkeypatch):
@@ -68,7 +69,7 @@ def test_one_run_per_pipeline_run_and_artifacts_beside_the_db(mlflow_uri, tmp_pa
     assert c.get_run(first).info.status == "RUNNING"
     assert c.get_run(first).data.tags[tracking.PIPELINE_RUN_TAG] == "pipe-A"
     experiment = c.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
-    assert experiment.artifact_location == str(tmp_path / "mlartifacts" / "rmflow")
+    assert experiment.artifact_location == str(tmp_path / "artifacts" / "rmflow")
     assert len(c.search_runs([experiment.experiment_id])) == 2
 
 
