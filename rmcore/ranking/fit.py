@@ -9,6 +9,8 @@ win probabilities and the ranking do not depend on that choice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -22,7 +24,6 @@ from rmcore.ranking.priors import Prior, resolve_prior
 from rmcore.ranking.result import Z95, RankingResult
 from rmcore.ranking.solvers import (
     DENSE_MAX_ITEMS,
-    SolverOutput,
     dense_information,
     information,
     log_likelihood,
@@ -30,6 +31,19 @@ from rmcore.ranking.solvers import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """A solver's answer in one shape, whichever likelihood (Bradley-Terry or Davidson) was fitted."""
+
+    theta: np.ndarray
+    iterations: int
+    converged: bool
+    max_gradient: float
+    log_likelihood: float
+    covariance: Callable[[], np.ndarray]
+    tie_parameter: float | None = None
 
 
 def fit_bradley_terry(
@@ -71,33 +85,18 @@ def fit_bradley_terry(
     notes = data_notes(counts, davidson) + notes
     if davidson:
         if method != "newton" or bootstrap:
-            raise ValueError(
-                "ties='davidson' is fitted by Newton with normal intervals; use method='newton', no bootstrap"
-            )
-        dfit = fit_davidson(counts, chosen, 100 if max_iter is None else max_iter, tol)
-        out = SolverOutput(dfit.theta, dfit.iterations, dfit.converged, dfit.max_gradient)
-        tie_parameter, loglik = dfit.tie_parameter, dfit.log_likelihood
-        notes.append(
-            f"ties: Davidson model, nu = {tie_parameter:.4g} (two equal items tie with probability"
-            f" {tie_parameter / (2 + tie_parameter):.3f})"
-        )
+            raise ValueError("ties='davidson' is fitted by Newton with normal intervals; use method='newton'")
+        fit = _fit_davidson(counts, chosen, max_iter, tol, notes)
     else:
-        out = solve(counts, chosen, method, max_iter, tol, learning_rate)
-        tie_parameter, loglik = None, log_likelihood(out.theta, counts)
-    if not out.converged:
+        fit = _fit_bradley_terry(counts, chosen, method, max_iter, tol, learning_rate)
+    if not fit.converged:
         msg = (
-            f"{method} did not converge in {out.iterations} iterations (largest score {out.max_gradient:.3g})"
+            f"{method} did not converge in {fit.iterations} iterations (largest score {fit.max_gradient:.3g})"
         )
         log.warning(msg)
         notes.append(f"warning: {msg}; raise max_iter or use method='newton'")
-    theta = out.theta - (out.theta[ref] if ref is not None else out.theta.mean())
-    if not standard_errors or counts.n_items > DENSE_MAX_ITEMS:
-        se = np.full(theta.size, np.nan)
-        if standard_errors:
-            notes.append(f"standard errors skipped: more than {DENSE_MAX_ITEMS} items")
-    else:
-        cov = davidson_covariance(dfit, counts, chosen) if davidson else covariance(out.theta, counts, chosen)
-        se = contrast_std_errors(cov, ref)
+    theta = fit.theta - (fit.theta[ref] if ref is not None else fit.theta.mean())
+    se = _std_errors(fit, counts.n_items, ref, standard_errors, notes)
     ci_low, ci_high = theta - Z95 * se, theta + Z95 * se
     interval_kind = "normal (inverse Fisher information)"
     if bootstrap > 0:
@@ -121,16 +120,63 @@ def fit_bradley_terry(
         ties=counts.ties,
         method=method,
         tie_rule="davidson" if davidson else counts.tie_rule,
-        tie_parameter=tie_parameter,
+        tie_parameter=fit.tie_parameter,
         prior=chosen.describe(),
         normalisation="sum-to-zero" if ref is None else f"reference item {reference!r} = 0",
-        iterations=out.iterations,
-        converged=out.converged,
-        log_likelihood=loglik,
-        max_gradient=out.max_gradient,
+        iterations=fit.iterations,
+        converged=fit.converged,
+        log_likelihood=fit.log_likelihood,
+        max_gradient=fit.max_gradient,
         n_comparisons=int(counts.wins.sum() + counts.ties.sum() // 2),
         notes=tuple(notes),
     )
+
+
+def _fit_bradley_terry(
+    counts: PairCounts,
+    prior: Prior,
+    method: str,
+    max_iter: int | None,
+    tol: float,
+    learning_rate: float | None,
+) -> _Fit:
+    out = solve(counts, prior, method, max_iter, tol, learning_rate)
+    return _Fit(
+        out.theta,
+        out.iterations,
+        out.converged,
+        out.max_gradient,
+        log_likelihood(out.theta, counts),
+        lambda: covariance(out.theta, counts, prior),
+    )
+
+
+def _fit_davidson(
+    counts: PairCounts, prior: Prior, max_iter: int | None, tol: float, notes: list[str]
+) -> _Fit:
+    d = fit_davidson(counts, prior, 100 if max_iter is None else max_iter, tol)
+    nu = d.tie_parameter
+    notes.append(
+        f"ties: Davidson model, nu = {nu:.4g} (two equal items tie with probability {nu / (2 + nu):.3f})"
+    )
+    return _Fit(
+        d.theta,
+        d.iterations,
+        d.converged,
+        d.max_gradient,
+        d.log_likelihood,
+        lambda: davidson_covariance(d, counts, prior),
+        tie_parameter=nu,
+    )
+
+
+def _std_errors(fit: _Fit, n_items: int, ref: int | None, wanted: bool, notes: list[str]) -> np.ndarray:
+    if not wanted:
+        return np.full(n_items, np.nan)
+    if n_items > DENSE_MAX_ITEMS:
+        notes.append(f"standard errors skipped: more than {DENSE_MAX_ITEMS} items (a dense inverse)")
+        return np.full(n_items, np.nan)
+    return contrast_std_errors(fit.covariance(), ref)
 
 
 def data_notes(counts: PairCounts, davidson: bool = False) -> list[str]:
