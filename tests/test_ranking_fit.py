@@ -286,3 +286,19 @@ def test_bootstrap_replicates_without_an_mle_are_counted_not_hidden():
     # P(all three resampled games go one way) = (2/3)^3 + (1/3)^3 = 1/3: about 17 of 50.
     assert 5 < left_out < 30
     assert note == f"bootstrap: {left_out} of 50 replicates had no finite MLE and were left out"
+
+
+def test_swapping_sides_and_doubling_the_data():
+    _, counts = simulated(12, 600, seed=13)
+    base = fit_bradley_terry(counts, prior="none")
+    names = counts.items
+    rows = []
+    for i, j, wij, wji in zip(counts.i, counts.j, counts.w_ij, counts.w_ji):
+        rows += [(names[i], names[j], names[i])] * int(wij) + [(names[i], names[j], names[j])] * int(wji)
+    table = outcomes(*rows)
+    swapped = table.select(["item_b", "item_a", "winner"]).rename_columns(["item_a", "item_b", "winner"])
+    assert fit_bradley_terry(swapped, prior="none").strengths == pytest.approx(base.strengths, abs=1e-10)
+    # Every game twice: same MLE (the log-likelihood doubles), standard errors / sqrt(2).
+    doubled = fit_bradley_terry(pa.concat_tables([table, table]), prior="none")
+    assert doubled.strengths == pytest.approx(base.strengths, abs=1e-10)
+    assert doubled.std_errors == pytest.approx(base.std_errors / math.sqrt(2), rel=1e-8)
