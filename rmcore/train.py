@@ -338,8 +338,9 @@ def train_reward_model(
     loop = _Loop(config, engine, train_pairs, eval_pairs, sink, device, total, bf16)
     ckpt_root = output_dir / "checkpoints"
     found = latest_checkpoint(ckpt_root, config_hash=loop.hash) if resume else None
-    start = engine.restore(found)["step"] if found is not None else 0
-    loop.last_checkpoint = found
+    state = engine.restore(found) if found is not None else {"step": 0}
+    loop.last_checkpoint, loop.last_train = found, state.get("train_metrics", {})
+    start = state["step"]
     loop.run(start, ckpt_root)
     eval_metrics, norm = loop.evaluate()
     final = engine.export(ckpt_root, loop.last_checkpoint)
@@ -544,7 +545,9 @@ class _Loop:
                 self.sink.log_metrics(self.evaluate()[0], done)
             if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == self.total:
                 self.last_checkpoint = self.engine.save(
-                    ckpt_root, done, {"config_hash": self.hash, "total_steps": self.total}
+                    ckpt_root,
+                    done,
+                    {"config_hash": self.hash, "total_steps": self.total, "train_metrics": self.last_train},
                 )
 
     def train_step(self, batch: list[int]) -> None:

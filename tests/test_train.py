@@ -194,3 +194,18 @@ def test_example_configs_load_and_bad_keys_are_refused():
         from_mapping(TrainConfig, {"model": "x", "learning_rate": 1.0})
     with pytest.raises(ConfigError, match="multiple of micro_batch"):
         TrainConfig(model="x", micro_batch=3, global_batch=8)
+
+
+def test_rmflow_train_cli_prints_one_json_object(tiny_bert, mixture, tmp_path, capsys):
+    import json
+
+    from rmflow.cli import main
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(f"model: {tiny_bert}\nmax_length: 64\nmicro_batch: 4\nglobal_batch: 8\nmax_steps: 2\n")
+    assert main(["train", str(cfg), "--mixture", str(mixture), "--out", str(tmp_path / "o"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 2 and result["model_dir"] == str(tmp_path / "o" / "model")
+    assert {"train/loss", "eval/accuracy"} <= set(result["metrics"])
+    assert main(["train", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    assert "no mixture given" in capsys.readouterr().err
