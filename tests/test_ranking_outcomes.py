@@ -115,6 +115,13 @@ def test_generic_files_in_each_format(tmp_path):
     pq.write_table(table, tmp_path / "o.parquet")
     for name in ("o.csv", "o.jsonl", "o.parquet"):
         assert rows_of(outcomes_from_file(tmp_path / name)) == [("a", "b", "a"), ("b", "c", "tie")], name
+    # Names that look like numbers stay names.
+    (tmp_path / "n.csv").write_text("item_a,item_b,winner\n1,2,2\nNA,1,tie\n")
+    (tmp_path / "n.jsonl").write_text(
+        '{"item_a":1,"item_b":2,"winner":2}\n{"item_a":3,"item_b":1,"winner":"tie"}\n'
+    )
+    assert rows_of(outcomes_from_file(tmp_path / "n.csv")) == [("1", "2", "2"), ("NA", "1", "tie")]
+    assert rows_of(outcomes_from_file(tmp_path / "n.jsonl")) == [("1", "2", "2"), ("3", "1", "tie")]
     (tmp_path / "x.csv").write_text("left,right\n1,2\n")
     with pytest.raises(ValueError, match=r"x.csv: cannot tell what these columns hold: \['left', 'right'\]"):
         outcomes_from_file(tmp_path / "x.csv")

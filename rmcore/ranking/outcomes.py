@@ -42,6 +42,7 @@ REWARDBENCH = ("chosen_model", "rejected_model")
 GENERIC = ("item_a", "item_b", "winner")
 ULTRAFEEDBACK = ("completions",)
 SCORES = ("score_chosen", "score_rejected")
+NAME_COLUMNS = ("item_a", "item_b", "winner", "model_a", "model_b", "chosen_model", "rejected_model")
 FORMATS = ("arena", "rewardbench", "ultrafeedback", "generic", "scores")
 
 
@@ -65,15 +66,23 @@ def read_rows(path: str | Path) -> pa.Table:
     if suffixes.endswith(".parquet"):
         return pq.read_table(path)
     if suffixes.endswith(".csv"):
-        return pyarrow.csv.read_csv(
-            path, convert_options=pyarrow.csv.ConvertOptions(strings_can_be_null=False)
-        )
+        # Item names stay text even when they look like numbers or nulls ("1", "NA").
+        names = {c: pa.string() for c in NAME_COLUMNS}
+        options = pyarrow.csv.ConvertOptions(strings_can_be_null=False, null_values=[], column_types=names)
+        return pyarrow.csv.read_csv(path, convert_options=options)
     if suffixes.endswith((".jsonl", ".json", ".ndjson")):
         try:
             return pyarrow.json.read_json(path)
-        except pa.ArrowInvalid:  # rows whose nested types differ: parse row by row
-            return pa.Table.from_pylist(list(_json_lines(path)))
+        except pa.ArrowInvalid:  # types differ across rows (e.g. ids 7 and "tie"): parse row by row
+            return pa.Table.from_pylist([_names_as_str(row) for row in _json_lines(path)])
     raise ValueError(f"{path}: unknown file type; use .parquet, .jsonl/.json or .csv")
+
+
+def _names_as_str(row: dict[str, Any]) -> dict[str, Any]:
+    for key in NAME_COLUMNS:
+        if row.get(key) is not None and not isinstance(row[key], str):
+            row[key] = str(row[key])
+    return row
 
 
 def _json_lines(path: Path) -> Iterable[dict[str, Any]]:
@@ -230,8 +239,22 @@ def margins_from_score_tables(tables: Mapping[str, pa.Table]) -> dict[str, np.nd
     return aligned
 
 
+def names_as_text(table: pa.Table) -> pa.Table:
+    """Cast item-name columns that a reader typed as numbers (JSON ids like 7) to strings."""
+    for k, field in enumerate(table.schema):
+        if (
+            field.name in NAME_COLUMNS
+            and not pa.types.is_string(field.type)
+            and not pa.types.is_null(field.type)
+        ):
+            table = table.set_column(k, field.name, pc.cast(table.column(k), pa.string()))
+    return table
+
+
 def outcomes_from_rows(table: pa.Table, fmt: str = "auto", *, where: str = "table") -> pa.Table:
+    """Outcomes from a table in any known format (``fmt="auto"`` picks it from the columns)."""
     fmt = detect_format(table.column_names) if fmt == "auto" else fmt
+    table = names_as_text(table)
     if fmt == "generic":
         return validate(table.select(list(GENERIC)), RANKING_OUTCOMES, where=where)
     if fmt == "arena":
