@@ -14,6 +14,7 @@ from rmcore.ranking import (
     fit_bradley_terry,
     head_to_head,
     leaderboard,
+    leaderboard_from_files,
     leaderboard_markdown,
     outcomes_from_arena,
     outcomes_from_file,
@@ -196,6 +197,11 @@ def test_real_rewardbench_model_pairs_rank(shared_data):
     assert r.n_comparisons == 2985 - 1301
     # dolphin-2.0-mistral-7b is only ever the rejected model (0-208): it ranks last.
     assert r.ranking[-1] == "dolphin-2.0-mistral-7b"
+    table, md, summary = leaderboard_from_files(
+        [shared_data / REWARDBENCH], top=10, title="RewardBench models"
+    )
+    assert table.num_rows == 10 and table.column("item").to_pylist() == r.ranking[:10]
+    assert md.startswith("## RewardBench models\n") and summary["items"] == 46
 
 
 def test_leaderboard_markdown_says_how_it_was_fitted(tmp_path):

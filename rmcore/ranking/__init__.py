@@ -19,7 +19,7 @@ from rmcore.ranking.outcomes import (
     outcomes_table,
 )
 from rmcore.ranking.priors import Prior, mle_exists
-from rmcore.ranking.report import leaderboard, leaderboard_markdown, rank_files
+from rmcore.ranking.report import leaderboard, leaderboard_from_files, leaderboard_markdown, rank_files
 from rmcore.ranking.result import RankingResult
 from rmcore.ranking.solvers import log_likelihood, score
 
@@ -32,6 +32,7 @@ __all__ = [
     "fit_bradley_terry",
     "head_to_head",
     "leaderboard",
+    "leaderboard_from_files",
     "leaderboard_markdown",
     "log_likelihood",
     "margins_from_score_tables",

@@ -66,3 +66,17 @@ def leaderboard(
 def rank_files(paths: list[str | Path], *, fmt: str = "auto", **fit_options) -> RankingResult:
     """Read outcomes from files (see ``outcomes_from_files``) and fit; ``fit_options`` go to the fit."""
     return fit_bradley_terry(outcomes_from_files(paths, fmt), **fit_options)
+
+
+def leaderboard_from_files(
+    paths: list[str | Path],
+    *,
+    top: int | None = None,
+    title: str = "Leaderboard",
+    fmt: str = "auto",
+    **fit_options,
+) -> tuple[pa.Table, str, dict]:
+    """One call for the pipeline: files -> (leaderboard table, markdown, JSON-ready summary of the fit)."""
+    result = rank_files(paths, fmt=fmt, **fit_options)
+    table, markdown = leaderboard(result, top, title=title)
+    return table, markdown, result.to_dict(top)
