@@ -252,7 +252,12 @@ def _record(d: GateDecision) -> None:
     if d.promoted:
         c.set_registered_model_alias(d.name, CHAMPION, str(d.version))
     label = "promoted" if d.promoted else "refused"
-    tags = {TAG_DECISION: label, TAG_REASON: d.reason, TAG_CHAMPION_BEFORE: str(d.champion_before or "")}
+    tags = {
+        TAG_DECISION: label,
+        TAG_REASON: d.reason,
+        TAG_CHAMPION_BEFORE: str(d.champion_before or ""),
+        TAG_SCORE: repr(d.score),  # later gates compare against the score this one used
+    }
     for key, value in tags.items():
         c.set_model_version_tag(d.name, str(d.version), key, value)
     run_id = c.get_model_version(d.name, str(d.version)).run_id
