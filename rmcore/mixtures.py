@@ -58,7 +58,7 @@ class SourceSpec:
             parts.append(f"{self.per_prompt}-per-prompt")
         if self.max_pairs:
             parts.append(f"max-{self.max_pairs}")
-        return ":".join(parts)
+        return "/".join(parts)
 
     def clean_options(self, seed: int) -> CleanOptions:
         return CleanOptions(pairing=self.pairing, per_prompt=self.per_prompt, seed=seed)
@@ -146,13 +146,22 @@ def materialise_mixture(
         counts[spec.key] = pairs.num_rows
         row = dict(item.stats, source=spec.key, pairs=pairs.num_rows)
         if spec.max_pairs and item.stats["pairs"] > pairs.num_rows:
-            dropped = {**json.loads(row["dropped"]), "max_pairs_subsample": item.stats["pairs"] - pairs.num_rows}
+            dropped = {
+                **json.loads(row["dropped"]),
+                "max_pairs_subsample": item.stats["pairs"] - pairs.num_rows,
+            }
             row = stats_row(
-                spec.key, pairs, rows_in=item.stats["rows_in"], dropped=dropped, quarantined=item.stats["quarantined"]
+                spec.key,
+                pairs,
+                rows_in=item.stats["rows_in"],
+                dropped=dropped,
+                quarantined=item.stats["quarantined"],
             )
         stats_rows.append(row)
     if not parts:
-        raise FileNotFoundError(f"mixture {config.name!r}: none of its sources is available ({', '.join(missing)})")
+        raise FileNotFoundError(
+            f"mixture {config.name!r}: none of its sources is available ({', '.join(missing)})"
+        )
     table = pa.concat_tables(parts, promote_options="default")
     is_val = _validation_mask(table.column("pair_id"), config.validation_fraction)
     table = table.set_column(
@@ -178,15 +187,19 @@ def materialise_mixture(
         "missing": missing,
         "recipe": to_dict(config),
         "recipe_hash": config_hash(config),
-        "inputs": [
-            {"key": i.key, "path": str(i.pairs_path), "digest": i.digest} for i in inputs
-        ],
+        "inputs": [{"key": i.key, "path": str(i.pairs_path), "digest": i.digest} for i in inputs],
         "rmcore": rmcore_fingerprint(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     manifest_path = out_dir / "manifest.json"
     io.write_json(manifest, manifest_path)
-    log.info("mixture %s: %d pairs from %d sources (digest %s)", config.name, table.num_rows, len(counts), digest[:12])
+    log.info(
+        "mixture %s: %d pairs from %d sources (digest %s)",
+        config.name,
+        table.num_rows,
+        len(counts),
+        digest[:12],
+    )
     if missing:
         log.warning("mixture %s: sources not available and left out: %s", config.name, ", ".join(missing))
     return MixtureResult(path, manifest_path, stats_path, digest, counts, table.num_rows, missing, stats_rows)

@@ -56,7 +56,9 @@ class StageCache(CachePolicy):
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
         key = stage_key(self.stage, **{k: inputs.get(k) for k in self.key_params})
-        if self.output_of is not None and not (self.output_of(key, inputs) / "_SUCCESS").exists():
+        output_gone = self.output_of is not None and not (self.output_of(key, inputs) / "_SUCCESS").exists()
+        if output_gone and task_ctx.result_store is not None and task_ctx.result_store.exists(key):
+            # A result is on record but its outputs were deleted: a fresh key forces a rebuild.
             return f"{key}-rebuild-{uuid.uuid4().hex}"
         return key
 

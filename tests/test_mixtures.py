@@ -40,7 +40,7 @@ def _cleaned(tmp: Path, source: str, n: int, rows_in: int | None = None) -> Clea
     io.write_table(table, path, PAIRS)
     dropped = {"equal_scores": (rows_in or n) - n}
     stats = stats_row(source, table, rows_in=rows_in or n, dropped=dropped, quarantined=0)
-    return CleanedInput(f"{source}:train", path, io.table_digest(table), stats)
+    return CleanedInput(f"{source}/train", path, io.table_digest(table), stats)
 
 
 def test_conversation_lengths_count_words_of_every_message():
@@ -58,10 +58,10 @@ def test_mixture_counts_subsample_and_determinism(tmp_path: Path):
         validation_fraction=0.25,
     )
     inputs = [_cleaned(tmp_path, "helpsteer", 10, rows_in=12), _cleaned(tmp_path, "orca", 3)]
-    inputs[0] = CleanedInput("helpsteer:train:max-4", inputs[0].pairs_path, inputs[0].digest, inputs[0].stats)
+    inputs[0] = CleanedInput("helpsteer/train/max-4", inputs[0].pairs_path, inputs[0].digest, inputs[0].stats)
     a = materialise_mixture(config, inputs, tmp_path / "a", missing=["shp [train]"])
     b = materialise_mixture(config, inputs, tmp_path / "b", missing=["shp [train]"])
-    assert a.counts == {"helpsteer:train:max-4": 4, "orca:train": 3}
+    assert a.counts == {"helpsteer/train/max-4": 4, "orca/train": 3}
     assert a.total == 7 and a.digest == b.digest
     table = io.read_table(a.path, "mixture")
     assert table.num_rows == 7
