@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from flow_helpers import ran, state_counts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
