@@ -38,10 +38,12 @@ def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str
         kind = "GENERATED sample data" if generated else "real data from the local mirror"
         return path, f"{kind} at {path}"
     from rmcore.sample_data import write_sample_mirror
+    from rmcore.sample_rewardbench import RELATIVE_PATH, write_rewardbench_sample
 
     sample = work / "generated-sample"
-    if not (sample / "GENERATED.md").exists():
+    if not (sample / RELATIVE_PATH).exists():
         write_sample_mirror(sample)
+        write_rewardbench_sample(sample)
     return sample, f"GENERATED sample data (built-in generator, no real rows) at {sample}"
 
 
