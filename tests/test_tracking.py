@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow_helpers
 import pyarrow as pa
 import pytest
 
@@ -13,6 +14,10 @@ from data_contracts import MIXTURE
 from rmcore.io import table_digest, write_table
 from tasks import tracking
 from tasks.sinks import MlflowMetricsSink
+
+# conftest's per-test SQLite store, but copied from a migrated template DB (saves 10-15 s a test)
+mlflow_template_db = mlflow_helpers.mlflow_template_db
+mlflow_uri = mlflow_helpers.mlflow_uri
 
 
 def _config(uri: str) -> tracking.TrackingConfig:
@@ -121,6 +126,7 @@ def test_training_sink_writes_curves_with_steps(mlflow_uri):
         sink.log_metrics({"loss": "high"}, 3)
 
 
+@pytest.mark.slow  # trains a tiny model for 2 steps (~5 s idle, ~30 s on 2 busy cores)
 def test_training_loop_reports_through_the_sink(mlflow_uri, tmp_path):
     from tiny import build_tiny_model_dir
     from train_helpers import toy_pairs, write_mixture
