@@ -60,9 +60,9 @@ def register(recipe: str) -> dict:
         client.create_registered_model(MODEL)
     except mlflow.exceptions.MlflowException:
         pass
-    version = client.create_model_version(MODEL, source=f"runs:/{{run.info.run_id}}/model", run_id=run.info.run_id)
+    version = client.create_model_version(MODEL, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
     client.set_registered_model_alias(MODEL, "champion", version.version)
-    return {{"run_id": run.info.run_id, "model": MODEL, "version": version.version}}
+    return {"run_id": run.info.run_id, "model": MODEL, "version": version.version}
 
 
 @flow(name="rmflow-pipeline")
@@ -98,8 +98,11 @@ def stub_project(root: Path) -> Path:
 
 
 def project_for_stack(tmp: Path) -> tuple[Path, bool]:
-    """The repository if its flows exist, else a stand-in project; and whether it is real."""
-    if flows_ready():
+    """The repository if its flows exist, else a stand-in project; and whether it is real.
+
+    RMFLOW_TEST_STAND_IN_FLOWS=1 forces the stand-in (seconds instead of a demo training run).
+    """
+    if flows_ready() and os.environ.get("RMFLOW_TEST_STAND_IN_FLOWS") != "1":
         return REPO, True
     return stub_project(tmp / "project"), False
 
