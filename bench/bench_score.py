@@ -147,14 +147,20 @@ def main() -> int:
     runners = {
         "reference": ref_run,
         "rmflow_fp32": rmflow_scorer(model, convs, args.max_length, batch_size=args.batch_size),
-        "rmflow_bf16": rmflow_scorer(
+        "rmflow_bf16_autocast": rmflow_scorer(
             model, convs, args.max_length, batch_size=args.batch_size, autocast_dtype=torch.bfloat16
+        ),
+        "rmflow_bf16_weights": rmflow_scorer(
+            load_reward_model(str(folder), max_length=args.max_length, dtype=torch.bfloat16),
+            convs,
+            args.max_length,
+            batch_size=args.batch_size,
         ),
     }
     scores, seconds = interleaved(runners, n, max(1, min(args.rounds, n)))
 
     rate = {name: n / s for name, s in seconds.items()}
-    ref, fp32, bf16 = scores["reference"], scores["rmflow_fp32"], scores["rmflow_bf16"]
+    ref, fp32 = scores["reference"], scores["rmflow_fp32"]
     decisions = {name: s[:n] > s[n:] for name, s in scores.items()}
     result = {
         "pairs": n,
@@ -170,16 +176,20 @@ def main() -> int:
         "pairs_per_s": rate,
         "seconds": seconds,
         "tokens_per_s": {name: tokens / s for name, s in seconds.items()},
-        "ratio_bf16": rate["rmflow_bf16"] / rate["reference"],
-        "ratio_fp32": rate["rmflow_fp32"] / rate["reference"],
+        "ratio": {name: rate[name] / rate["reference"] for name in runners if name != "reference"},
         "max_abs_diff_fp32_vs_reference": float(np.max(np.abs(fp32 - ref))),
         "overall": {name: overall(rows, s) for name, s in scores.items()},
         "median_abs_margin_reference": float(np.median(np.abs(ref[:n] - ref[n:]))),
-        "median_abs_bf16_error": float(np.median(np.abs(bf16 - fp32))),
-        "pair_decisions_changed_bf16": int((decisions["rmflow_bf16"] != decisions["reference"]).sum()),
-        "pair_decisions_changed_fp32": int((decisions["rmflow_fp32"] != decisions["reference"]).sum()),
+        "median_abs_error_vs_fp32": {name: float(np.median(np.abs(s - fp32))) for name, s in scores.items()},
+        "pair_decisions_changed": {
+            name: int((d != decisions["reference"]).sum()) for name, d in decisions.items()
+        },
     }
-    result["overall_diff_bf16_points"] = result["overall"]["rmflow_bf16"] - result["overall"]["reference"]
+    result["overall_diff_points"] = {
+        name: o - result["overall"]["reference"]
+        for name, o in result["overall"].items()
+        if name != "reference"
+    }
     if args.json:
         print(json.dumps(result))
     else:
@@ -193,25 +203,21 @@ def report(r: dict) -> None:
         f"pairs: {r['pairs']} ({what}), {r['tokens']:,} tokens, max_length {r['max_length']}, "
         f"{r['threads']} threads, {r['rounds']} interleaved rounds, pooling {r['pooling']}"
     )
-    print(f"reference  : {r['pairs_per_s']['reference']:8.2f} pairs/s  [{r['reference']}]")
-    for name in ("rmflow_fp32", "rmflow_bf16"):
+    print(f"median |margin| of the reference: {r['median_abs_margin_reference']:.2e}")
+    print(
+        f"{'scorer':<20} {'pairs/s':>8} {'tokens/s':>9} {'ratio':>6} {'overall':>8} {'diff':>6} {'flips':>5} {'med|err|':>9}"
+    )
+    for name, rate in r["pairs_per_s"].items():
+        ratio = r["ratio"].get(name, 1.0)
+        diff = r["overall_diff_points"].get(name, 0.0)
         print(
-            f"{name:<11}: {r['pairs_per_s'][name]:8.2f} pairs/s  ({r['tokens_per_s'][name]:,.0f} tokens/s), "
-            f"batch {r['batch_size']}, length-sorted"
+            f"{name:<20} {rate:8.2f} {r['tokens_per_s'][name]:9.0f} {ratio:5.2f}x {r['overall'][name]:8.2f} "
+            f"{diff:+6.2f} {r['pair_decisions_changed'][name]:5d} {r['median_abs_error_vs_fp32'][name]:9.1e}"
         )
+    print(f"reference = {r['reference']}; rmflow = length-sorted batches of {r['batch_size']}")
     print(
-        f"ratio      : {r['ratio_bf16']:.2f}x rmflow bf16 / reference (target >= 2x); fp32 batching alone {r['ratio_fp32']:.2f}x"
-    )
-    print(f"agreement  : rmflow fp32 vs reference max |score diff| {r['max_abs_diff_fp32_vs_reference']:.2e}")
-    o = r["overall"]
-    print(
-        f"overall    : reference {o['reference']:.2f}, rmflow fp32 {o['rmflow_fp32']:.2f}, rmflow bf16 "
-        f"{o['rmflow_bf16']:.2f}: bf16 - fp32 reference = {r['overall_diff_bf16_points']:+.2f} points (target within 0.5)"
-    )
-    print(
-        f"decisions  : {r['pair_decisions_changed_bf16']} pairs flip under bf16 ({r['pair_decisions_changed_fp32']} "
-        f"under batched fp32); median |margin| {r['median_abs_margin_reference']:.2e}, "
-        f"median |bf16 error| {r['median_abs_bf16_error']:.2e}"
+        f"rmflow fp32 vs reference: max |score diff| {r['max_abs_diff_fp32_vs_reference']:.2e} (same computation); "
+        "targets: ratio >= 2x, |overall diff| <= 0.5 point"
     )
 
 

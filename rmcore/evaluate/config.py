@@ -17,7 +17,9 @@ class EvalConfig:
     max_length: int | None = None
     """Token budget per conversation, truncated from the left; None = the model's own."""
     bf16: bool = False
-    """Score under bfloat16 autocast (about 2x faster on this CPU; overall within 0.5 point)."""
+    """Score in bfloat16 (faster on CPU: see bf16_mode); fp32 when False."""
+    bf16_mode: Literal["weights", "autocast"] = "weights"
+    """bf16 as model weights (fastest on CPU) or as autocast over fp32 weights (more accurate)."""
     pooling: str = "auto"
     """Passed to ``load_reward_model``: where the reward is read ("auto" = as the model says)."""
     sample_per_subset: int | None = None

@@ -23,6 +23,7 @@ from rmcore.evaluate.calibration import calibration_table
 from rmcore.evaluate.config import EvalConfig
 from rmcore.evaluate.intervals import wilson_interval
 from rmcore.evaluate.length_bias import answer_length, length_bias_report
+from rmcore.evaluate.precision import autocast_dtype, load_model_for_eval, precision_name
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,9 @@ def _score_source(model, table: pa.Table, config: EvalConfig) -> tuple[np.ndarra
     chosen = table.column("chosen").to_pylist()
     rejected = table.column("rejected").to_pylist()
     encoded = encode_conversations(model, chosen + rejected, max_length=config.max_length)
-    dtype = None
-    if config.bf16:
-        import torch
-
-        dtype = torch.bfloat16
-    rewards = score_token_ids(model, encoded, batch_size=config.batch_size, autocast_dtype=dtype)
+    rewards = score_token_ids(
+        model, encoded, batch_size=config.batch_size, autocast_dtype=autocast_dtype(config)
+    )
     n = len(chosen)
     return rewards[:n], rewards[n:], int(sum(map(len, encoded)))
 
@@ -163,7 +161,7 @@ def evaluate_heldout_with_model(
 
     summary = {
         "sources": sources,
-        "precision": "bf16 autocast" if config.bf16 else "fp32",
+        "precision": precision_name(config),
         "max_length": getattr(model, "max_length", None) if config.max_length is None else config.max_length,
     }
     summary["scores_sha256"] = io.write_table(pa.concat_tables(tables), paths["scores"], "heldout_scores")
@@ -183,10 +181,8 @@ def evaluate_heldout(
     ``heldout_scores.parquet`` (contract heldout_scores), ``heldout_summary.json``,
     ``heldout.md`` and per-source PNGs into ``out_dir``; returns the summary with paths.
     """
-    from rmcore.model import load_reward_model
-
     config = config or EvalConfig()
-    model = load_reward_model(str(model_dir), pooling=config.pooling, max_length=config.max_length)
+    model = load_model_for_eval(model_dir, config)
     summary = evaluate_heldout_with_model(model, pairs_paths, out_dir, config)
     summary["model_dir"] = str(model_dir)
     io.write_json(summary, summary["paths"]["summary"])

@@ -23,6 +23,7 @@ from rmcore.evaluate.config import EvalConfig
 from rmcore.evaluate.intervals import wilson_interval
 from rmcore.evaluate.length_bias import answer_length, length_bias_report
 from rmcore.evaluate.official import SUBSET_MAPPING, aggregate, check_subsets, subset_results
+from rmcore.evaluate.precision import autocast_dtype, load_model_for_eval, precision_name
 from rmcore.evaluate.rewardbench_data import (
     RewardBenchRows,
     conversations,
@@ -117,12 +118,6 @@ def summarize_rewardbench(
     }
 
 
-def _autocast_dtype(config: EvalConfig):
-    import torch
-
-    return torch.bfloat16 if config.bf16 else None
-
-
 def score_rewardbench_rows(
     model, rows: RewardBenchRows, config: EvalConfig
 ) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -134,13 +129,13 @@ def score_rewardbench_rows(
     start = time.perf_counter()
     encoded = encode_conversations(model, convs, max_length=config.max_length)
     rewards = score_token_ids(
-        model, encoded, batch_size=config.batch_size, autocast_dtype=_autocast_dtype(config)
+        model, encoded, batch_size=config.batch_size, autocast_dtype=autocast_dtype(config)
     )
     seconds = time.perf_counter() - start
     facts = {
         "batch_size": config.batch_size,
         "max_length": resolve_max_length(model, config.max_length),
-        "precision": "bf16 autocast" if config.bf16 else "fp32",
+        "precision": precision_name(config),
         "pooling": str(getattr(model, "pooling", config.pooling)),
         "tokens": int(sum(map(len, encoded))),
         "truncated_to_max_length": int(
@@ -193,8 +188,6 @@ def evaluate_rewardbench(
     or ``allenai/reward-bench`` (needs ``config.hub_revision``). The returned dict is the
     JSON summary plus ``paths`` (scores, summary, markdown, plots).
     """
-    from rmcore.model import load_reward_model
-
     config = config or EvalConfig()
     rows = load_rewardbench(
         rewardbench_path, revision=config.hub_revision, per_subset=config.sample_per_subset, seed=config.seed
@@ -202,7 +195,7 @@ def evaluate_rewardbench(
     check_subsets(
         set(rows.frame["subset"]), allow_missing=config.allow_missing_subsets
     )  # before the long part
-    model = load_reward_model(str(model_dir), pooling=config.pooling, max_length=config.max_length)
+    model = load_model_for_eval(model_dir, config)
     log.info("RewardBench: scoring %d pairs from %s", len(rows.frame), rows.origin)
     c, r, facts = score_rewardbench_rows(model, rows, config)
     summary = summarize_rewardbench(rows, c, r, config)

@@ -53,10 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the per-subset sample")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument(
-        "--bf16", dest="bf16", action="store_true", help="bfloat16 autocast (faster on CPU)"
+        "--bf16", dest="bf16", action="store_true", help="score in bfloat16 (faster on CPU)"
     )
     precision.add_argument("--fp32", dest="bf16", action="store_false", help="full fp32 scoring (default)")
     p.set_defaults(bf16=False)
+    p.add_argument(
+        "--bf16-mode",
+        choices=("weights", "autocast"),
+        default="weights",
+        help="with --bf16: bf16 weights (default, fastest on CPU) or autocast over fp32 weights",
+    )
     p.add_argument(
         "--weights",
         choices=("official", "row_counts"),
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> dict:
             "batch_size": args.batch_size,
             "max_length": args.max_length,
             "bf16": args.bf16,
+            "bf16_mode": args.bf16_mode,
             "sample_per_subset": args.sample_per_subset,
             "seed": args.seed,
             "weights": args.weights,
