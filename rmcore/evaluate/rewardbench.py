@@ -138,9 +138,8 @@ def score_rewardbench_rows(
         "precision": precision_name(config),
         "pooling": str(getattr(model, "pooling", config.pooling)),
         "tokens": int(sum(map(len, encoded))),
-        "truncated_to_max_length": int(
-            sum(len(e) >= resolve_max_length(model, config.max_length) for e in encoded)
-        ),
+        # conversations that fill the whole budget: left-truncated (or exactly that long)
+        "at_max_length": int(sum(len(e) >= resolve_max_length(model, config.max_length) for e in encoded)),
         "seconds": seconds,
         "pairs_per_s": n / seconds if seconds > 0 else None,
     }
