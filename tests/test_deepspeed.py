@@ -1,0 +1,63 @@
+"""DeepSpeed ZeRO configs and the in-process CPU path through ``deepspeed.initialize``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny import build_tiny_model_dir
+from train_helpers import toy_pairs, write_mixture
+
+from rmcore.model import load_reward_model
+from rmcore.train import ListSink, deepspeed_config, train_reward_model
+from rmcore.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_zero_configs_fill_auto_values_from_the_training_config(stage):
+    path = REPO / "deployments" / "deepspeed" / f"zero{stage}.json"
+    assert json.loads(path.read_text())["zero_optimization"]["stage"] == stage
+    cfg = TrainConfig(model="x", micro_batch=4, global_batch=16, max_grad_norm=0.5, deepspeed=str(path))
+    ds = deepspeed_config(cfg, bf16=False, world_size=2)
+    assert (
+        ds["train_micro_batch_size_per_gpu"],
+        ds["gradient_accumulation_steps"],
+        ds["train_batch_size"],
+    ) == (4, 4, 32)
+    assert ds["gradient_clipping"] == 0.5 and ds["bf16"]["enabled"] is False
+    assert "auto" not in json.dumps(ds)
+
+
+@pytest.mark.slow
+def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
+    """Compiles DeepSpeed's shm comm op on first use (TORCH_EXTENSIONS_DIR): ~1 min, more on a busy CPU."""
+    model = build_tiny_model_dir(tmp_path / "m", "bert", pooling="mean")
+    mix = write_mixture(tmp_path / "mix.parquet", toy_pairs(40))
+    base = {
+        "model": str(model),
+        "max_length": 64,
+        "lr": 3e-3,
+        "micro_batch": 4,
+        "global_batch": 8,
+        "epochs": 3,
+        "log_every": 4,
+        "eval_fraction": 0.2,
+    }
+    plain = ListSink()
+    train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "plain", sink=plain)
+    for stage in (2, 3):
+        sink = ListSink()
+        cfg = TrainConfig(**base, deepspeed=str(REPO / "deployments" / "deepspeed" / f"zero{stage}.json"))
+        result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / f"z{stage}", sink=sink)
+        losses = sink.series("train/loss")
+        assert len(losses) == 3 and losses[-1] < losses[0] - 0.05, losses
+        # Same data, model, optimizer and schedule as the plain loop: same losses up to float noise.
+        assert losses == pytest.approx(plain.series("train/loss"), abs=1e-4)
+        reloaded = load_reward_model(result.model_dir)
+        assert reloaded.pooling == "mean" and reloaded.norm_stats == pytest.approx(
+            {"mean": result.metrics["eval/reward_mean"], "std": result.metrics["eval/reward_std"]}, abs=1e-5
+        )
+        assert (result.checkpoints_dir / "step-0000012" / "ds").is_dir()
