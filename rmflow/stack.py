@@ -173,7 +173,7 @@ def _wait_healthy(cfg: StackConfig, names: list[str], t0: float, started: list[s
         if len(ready) < len(names):
             if time.monotonic() > deadline:
                 late = next(n for n in names if n not in ready)
-                raise _fail(cfg, late, f"not healthy at {urls[late]} after {cfg.timeout:.0f} s", started)
+                raise _fail(cfg, late, f"not healthy at {urls[late]} after {cfg.timeout:g} s", started)
             time.sleep(0.5)
     return ready
 
@@ -194,7 +194,7 @@ def _wait_workers(cfg: StackConfig, t0: float, started: list[str]) -> float:
         if pending:
             if time.monotonic() > deadline:
                 name = f"worker-{min(pending)}"
-                raise _fail(cfg, name, f"did not report to the Prefect server in {cfg.timeout:.0f} s", started)
+                raise _fail(cfg, name, f"did not report to the Prefect server in {cfg.timeout:g} s", started)
             time.sleep(0.5)
     return round(time.monotonic() - t0, 1)
 

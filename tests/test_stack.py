@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from stack_helpers import (
     LOOPBACK_V4,
+    REPO,
     entrypoints,
     free_port,
     listeners,
@@ -186,3 +187,31 @@ def test_stack_up_status_idempotent_down(live_stack: dict) -> None:
     assert listeners(ports["mlflow"]) == set()
     assert rmflow("status", "--home", str(home))["running"] is False
 
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_up_that_times_out_says_where_to_look_and_leaves_nothing_running(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    prefect_port = free_port()
+    err = rmflow_fails("up", "--home", str(home), "--project-dir", str(REPO),
+                       "--prefect-port", str(prefect_port), "--mlflow-port", str(free_port()),
+                       "--timeout", "0.5")
+    reason = err.strip().splitlines()[-1]
+    assert reason.startswith("rmflow up: error: ")
+    assert "not healthy at http://127.0.0.1:" in reason and "after 0.5 s" in reason
+    assert f"see {home / 'logs'}/" in reason
+    assert "last lines of" in err  # the log tail went to stderr before the one-line reason
+    assert list((home / "pids").glob("*.pid")) == []
+    assert _processes_mentioning(str(home)) == []
+    assert listeners(prefect_port) == set()
