@@ -312,4 +312,5 @@ def status(home: Path | None = None) -> dict[str, Any]:
     if processes[PREFECT]["healthy"]:
         result["pools"] = stack_prefect.pools(saved["prefect_api_url"])
         result["deployments"] = stack_prefect.deployments(saved["prefect_api_url"])
+        result["recent_runs"] = stack_prefect.recent_runs(saved["prefect_api_url"], saved["prefect_url"])
     return result

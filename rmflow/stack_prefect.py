@@ -85,6 +85,21 @@ def deployments(api_url: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda d: d["name"])
 
 
+def recent_runs(api_url: str, ui_url: str, limit: int = 5) -> list[dict[str, Any]]:
+    """The latest flow runs, newest first: name, flow, state and the UI link."""
+    flows = {f["id"]: f["name"] for f in api(api_url, "POST", "/flows/filter", {})}
+    runs = api(api_url, "POST", "/flow_runs/filter", {"sort": "EXPECTED_START_TIME_DESC", "limit": limit})
+    return [
+        {
+            "name": r["name"],
+            "flow": flows.get(r["flow_id"], "?"),
+            "state": (r.get("state") or {}).get("name"),
+            "url": f"{ui_url}/runs/flow-run/{r['id']}",
+        }
+        for r in runs
+    ]
+
+
 def deploy_all(project_dir: Path, prefect_file: Path, env: Mapping[str, str], log: Path) -> None:
     """Run ``prefect deploy --all`` for ``prefect_file`` from ``project_dir``; log to ``log``.
 

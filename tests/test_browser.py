@@ -44,7 +44,7 @@ def ran_pipeline(tmp_path_factory: pytest.TempPathFactory):
         run = run_deployment(up["prefect_url"] + "/api", "rmflow-pipeline", "pipeline", PIPELINE_TIMEOUT)
         worker_log = (home / "logs" / "worker-cpu.log").read_text(errors="replace")[-4000:]
         assert run["state"]["type"] == "COMPLETED", f"pipeline run ended {run['state']}:\n{worker_log}"
-        yield {"up": up, "run": run, "shots": shots}
+        yield {"up": up, "run": run, "shots": shots, "home": home}
     finally:
         subprocess.run([sys.executable, "-m", "rmflow.cli", "down", "--home", str(home)],
                        check=False, capture_output=True, timeout=120)
@@ -89,3 +89,10 @@ def test_mlflow_ui_shows_the_champion_model_and_its_run(ran_pipeline: dict) -> N
     run_dom = chromium(f"{url}/#/experiments/{run['info']['experiment_id']}/runs/{run['info']['run_id']}",
                        ran_pipeline["shots"] / "mlflow-run.png")
     assert run["info"]["run_name"] in run_dom
+
+
+def test_status_lists_the_run_with_its_link(ran_pipeline: dict) -> None:
+    run, url = ran_pipeline["run"], ran_pipeline["up"]["prefect_url"]
+    recent = rmflow("status", "--home", str(ran_pipeline["home"]))["recent_runs"]
+    assert recent[0] == {"name": run["name"], "flow": "rmflow-pipeline", "state": "Completed",
+                         "url": f"{url}/runs/flow-run/{run['id']}"}

@@ -172,6 +172,7 @@ def test_stack_up_status_idempotent_down(live_stack: dict) -> None:
     assert again["already_up"] is True and again["started"] == []
     status = rmflow("status", "--home", str(home))
     assert status["running"] is True
+    assert status["recent_runs"] == []
     assert {n: p["pid"] for n, p in status["processes"].items()} == \
         {n: p["pid"] for n, p in up["processes"].items()}
 

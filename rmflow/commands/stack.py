@@ -59,6 +59,8 @@ def _render_status(result: dict[str, Any]) -> None:
         out.write(f"  work pools: {', '.join(f'{n} ({t})' for n, t in sorted(result['pools'].items()))}\n")
         names = [f"{d['flow']}/{d['name']}" for d in result.get("deployments", [])]
         out.write(f"  deployments ({len(names)}): {', '.join(names)}\n")
+    for run in result.get("recent_runs", []):
+        out.write(f"  run {run['name']} ({run['flow']}): {run['state']}  {run['url']}\n")
     if result.get("startup_seconds"):
         times = ", ".join(f"{k} {v} s" for k, v in result["startup_seconds"].items())
         out.write(f"  start-up: {times}\n")
