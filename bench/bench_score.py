@@ -125,7 +125,8 @@ def main() -> int:
 
     rows = load_rewardbench(args.rewardbench, per_subset=args.sample_per_subset, seed=args.seed)
     n = len(rows.frame)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-score-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="bench-score-")  # removed at exit
+    tmp = Path(tmp_dir.name)
     folder = (
         Path(args.model) if args.model else build_cls_folder(tmp / "minilm-cls", args.max_length, args.seed)
     )
