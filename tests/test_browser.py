@@ -93,6 +93,6 @@ def test_mlflow_ui_shows_the_champion_model_and_its_run(ran_pipeline: dict) -> N
 
 def test_status_lists_the_run_with_its_link(ran_pipeline: dict) -> None:
     run, url = ran_pipeline["run"], ran_pipeline["up"]["prefect_url"]
-    recent = rmflow("status", "--home", str(ran_pipeline["home"]))["recent_runs"]
-    assert recent[0] == {"name": run["name"], "flow": "rmflow-pipeline", "state": "Completed",
+    recent = {r["name"]: r for r in rmflow("status", "--home", str(ran_pipeline["home"]))["recent_runs"]}
+    assert recent[run["name"]] == {"name": run["name"], "flow": "rmflow-pipeline", "state": "Completed",
                          "url": f"{url}/runs/flow-run/{run['id']}"}
