@@ -21,7 +21,9 @@ def _eval_dir(key: str, p: dict[str, Any]) -> Path:
     name="evaluate",
     task_run_name="evaluate",
     cache_policy=StageCache(
-        "evaluate", ("eval", "model_digest", "rewardbench_digest", "heldout", "work"), _eval_dir
+        stage="evaluate",
+        key_params=("eval", "model_digest", "rewardbench_digest", "heldout", "work"),
+        output_of=_eval_dir,
     ),
     persist_result=True,
     result_serializer="json",
