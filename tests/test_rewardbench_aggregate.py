@@ -171,3 +171,15 @@ def test_aggregate_all_perfect_is_100():
     out = aggregate({s: 1.0 for s in CORE_SUBSETS})
     assert out["overall"] == pytest.approx(100.0)
     assert all(v == pytest.approx(100.0) for v in out["categories"].values())
+
+
+def test_markdown_table_from_the_hand_summary():
+    from rmcore.evaluate.report import rewardbench_markdown
+
+    frame, c, r = hand_rows(PLAN)
+    md = rewardbench_markdown(summarize_rewardbench(check_rewardbench(frame, "hand"), c, r, EvalConfig()))
+    assert "**Overall 59.0**" in md  # 58.9691 to one decimal
+    assert "| Safety | 33.8 |" in md and "| Reasoning | 75.0 |" in md
+    # one row per subset; length rule 100.0: every hand-made chosen answer ("a b") is longer
+    assert "| Chat | alpacaeval-length | 2 | 50.0 |" in md and "| 1 | 100.0 |" in md
+    assert "SAMPLED" not in md
