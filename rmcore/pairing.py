@@ -11,8 +11,10 @@ output.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,7 @@ def pair_id(source: str, chosen: list[dict[str, str]], rejected: list[dict[str, 
     return digest_strings(source, canonical_json(chosen), canonical_json(rejected))
 
 
+_DIGEST = operator.methodcaller("digest")
 _JSON_ESCAPES = (
     ("\\", "\\\\"),
     ('"', '\\"'),
@@ -57,21 +60,35 @@ _JSON_ESCAPES = (
     ("\f", "\\f"),
 )
 _OTHER_CONTROL = r"[\x00-\x07\x0b\x0e-\x1f]"
+_NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
 
 
-def json_escape(strings: pa.Array) -> pa.Array:
-    """Arrow strings -> their JSON string bodies, exactly as ``json.dumps(ensure_ascii=False)``."""
+def _escape_all(strings: pa.Array) -> pa.Array:
     out = strings
     for raw, escaped in _JSON_ESCAPES:
         out = pc.replace_substring(out, raw, escaped)
     rare = pc.match_substring_regex(strings, _OTHER_CONTROL)
     if pc.any(rare).as_py():  # control characters without a short escape: let json do the few rows
-        idx = np.flatnonzero(rare.to_numpy(zero_copy_only=False))
         fixed = out.to_pylist()
-        for i in idx:
+        for i in np.flatnonzero(rare.to_numpy(zero_copy_only=False)):
             fixed[i] = json.dumps(strings[int(i)].as_py(), ensure_ascii=False)[1:-1]
         out = pa.array(fixed, pa.string())
     return out
+
+
+def json_escape(strings: pa.Array) -> pa.Array:
+    """Arrow strings -> their JSON string bodies, exactly as ``json.dumps(ensure_ascii=False)``.
+
+    One scan finds the strings that need any escaping; only those go through the
+    replacement passes (most prompts and many answers need none).
+    """
+    needs = pc.fill_null(pc.match_substring_regex(strings, _NEEDS_ESCAPE), False)
+    n = pc.sum(needs).as_py() or 0
+    if n == 0:
+        return strings
+    if n == len(strings):
+        return _escape_all(strings)
+    return pc.replace_with_mask(strings, needs, _escape_all(strings.filter(needs)))
 
 
 def single_turn_messages_json(prompt_esc: pa.Array, answer_esc: pa.Array) -> pa.Array:
@@ -83,17 +100,38 @@ def single_turn_messages_json(prompt_esc: pa.Array, answer_esc: pa.Array) -> pa.
 
 def single_turn_pair_ids(
     source: str, prompt_esc: pa.Array, chosen_esc: pa.Array, rejected_esc: pa.Array
-) -> list[str]:
-    """``pair_id`` for many single-turn pairs at once (same bytes hashed, same ids)."""
+) -> pa.Array:
+    """``pair_id`` for many single-turn pairs at once (same bytes hashed, same ids), as an Arrow array."""
+    user, mid, end = '[{"content":"', '","role":"user"},{"content":"', '","role":"assistant"}]'
+    # digest_strings(source, chosen_json, rejected_json) hashes "source\0chosen_json\0rejected_json\0"
     joined = pc.binary_join_element_wise(
         source,
-        single_turn_messages_json(prompt_esc, chosen_esc),
-        single_turn_messages_json(prompt_esc, rejected_esc),
-        "",
         "\x00",
+        user,
+        prompt_esc,
+        mid,
+        chosen_esc,
+        end,
+        "\x00",
+        user,
+        prompt_esc,
+        mid,
+        rejected_esc,
+        end,
+        "\x00",
+        "",
     )
-    sha = hashlib.sha256
-    return [sha(b).hexdigest() for b in pc.cast(joined, pa.binary()).to_pylist()]
+    n = len(joined)
+    if n == 0:
+        return pa.array([], pa.string())
+    # Hash straight out of the Arrow buffer and hex-encode all digests at once:
+    # the only Python per pair is the sha256 call itself.
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[joined.offset : joined.offset + n + 1]
+    data = memoryview(joined.buffers()[2])
+    views = map(data.__getitem__, map(slice, offsets[:-1].tolist(), offsets[1:].tolist()))
+    digests = b"".join(map(_DIGEST, map(hashlib.sha256, views)))
+    hex_offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(hex_offsets), pa.py_buffer(binascii.hexlify(digests)))
 
 
 # ---------------------------------------------------------------- grouped pairing
@@ -138,10 +176,15 @@ def all_candidates(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def same_text(texts: pa.Array, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Mask of candidates whose two response texts are identical."""
+    out = np.zeros(len(a), dtype=bool)
     if len(a) == 0:
-        return np.zeros(0, dtype=bool)
-    eq = pc.equal(texts.take(pa.array(a)), texts.take(pa.array(b)))
-    return pc.fill_null(eq, False).to_numpy(zero_copy_only=False).astype(bool)
+        return out
+    lengths = pc.fill_null(pc.binary_length(texts), -1).to_numpy(zero_copy_only=False)
+    maybe = np.flatnonzero(lengths[a] == lengths[b])  # only equal lengths can be equal texts
+    if len(maybe):
+        eq = pc.equal(texts.take(pa.array(a[maybe])), texts.take(pa.array(b[maybe])))
+        out[maybe] = pc.fill_null(eq, False).to_numpy(zero_copy_only=False).astype(bool)
+    return out
 
 
 def _label(scores: np.ndarray, texts: pa.Array, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:

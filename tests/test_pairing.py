@@ -53,7 +53,7 @@ def test_vectorised_pair_ids_equal_python_pair_ids() -> None:
     chosen = ["ok", "line1\nline2", "\x1f"]
     rejected = ["no", "", "é"]
     esc = [json_escape(pa.array(x, pa.string())) for x in (prompts, chosen, rejected)]
-    ids = single_turn_pair_ids("s", *esc)
+    ids = single_turn_pair_ids("s", *esc).to_pylist()
     for p, c, r, got in zip(prompts, chosen, rejected, ids):
         msgs = [{"role": "user", "content": p}]
         assert got == pair_id(

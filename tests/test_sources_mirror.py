@@ -82,3 +82,20 @@ def test_accounting_is_checked() -> None:
     result = CleanResult("s", rows_in=3, pairs=pa.table({"x": [1]}), quarantine=q, dropped={"r": 1})
     with pytest.raises(AccountingError, match="rows_in=3 but kept=1"):
         result.check_accounting()
+
+
+def test_projected_parquet_read_still_quarantines_whole_rows(tmp_path: Path) -> None:
+    """UltraFeedback decodes only the columns its rules read; a quarantined row keeps every field."""
+    from test_sources_ultrafeedback import ROWS
+
+    path = tmp_path / "openbmb/UltraFeedback/data/train-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(ROWS), path, row_group_size=2)
+    adapter = get_adapter("ultrafeedback")
+    projected = read_raw(adapter, "train", tmp_path, columns=list(adapter.columns))
+    assert "critique" not in str(projected.table.schema) and "source" not in projected.table.column_names
+    result = clean_source("ultrafeedback", "train", CleanOptions(pairing="all-pairs"), tmp_path)
+    assert (result.rows_in, result.kept, result.quarantined) == (12, 5, 2)
+    full = [json.loads(r) for r in result.quarantine["raw"].to_pylist()]
+    assert [r["instruction"] for r in full] == ["Q3", None]
+    assert full[0]["completions"][0]["critique"] == "c" and full[0]["source"] == "evol_instruct"

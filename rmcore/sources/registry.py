@@ -11,7 +11,7 @@ from rmcore.sources.base import CleanOptions, CleanResult, SourceAdapter
 from rmcore.sources.capybara import Capybara
 from rmcore.sources.helpsteer import HelpSteer
 from rmcore.sources.hh_rlhf import HHRLHF, SUBSETS
-from rmcore.sources.mirror import read_raw
+from rmcore.sources.mirror import full_rows_json, read_raw
 from rmcore.sources.orca import Orca
 from rmcore.sources.pku_saferlhf import PKU_SAFERLHF, PKU_SAFERLHF_30K
 from rmcore.sources.shp import SHP
@@ -47,11 +47,22 @@ def get_adapter(name: str) -> SourceAdapter:
         raise UnknownSource(f"unknown source {name!r}; valid names: {', '.join(SOURCE_NAMES)}") from None
 
 
+def _with_full_raw_rows(quarantine: pa.Table, files: list[str]) -> pa.Table:
+    """Replace the (column-projected) raw JSON of quarantined rows by the complete rows."""
+    rows = quarantine.column("source_row").to_pylist()
+    full = full_rows_json(files, set(rows))
+    raw = pa.array([full[r] for r in rows], pa.string())
+    return quarantine.set_column(quarantine.schema.get_field_index("raw"), "raw", raw)
+
+
 def clean_source(name: str, split: str, options: CleanOptions, data_dir: Path | None) -> CleanResult:
     """Read one split of a source, clean + pair it, quarantine unreadable rows, check accounting."""
     adapter = get_adapter(name)
-    raw = read_raw(adapter, split, data_dir)
+    columns = getattr(adapter, "columns", None)  # the Parquet columns its rules read, if it says
+    raw = read_raw(adapter, split, data_dir, columns=list(columns) if columns else None)
     result = adapter.clean(raw.table, options, split=split)
+    if columns and result.quarantined and all(f.endswith(".parquet") for f in raw.files):
+        result.quarantine = _with_full_raw_rows(result.quarantine, raw.files)
     if raw.bad_rows:
         rows, reasons, texts = zip(*raw.bad_rows)
         extra = quarantine_table(name, list(rows), list(reasons), list(texts))

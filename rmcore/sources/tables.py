@@ -193,8 +193,11 @@ _CHUNK_PAIRS = 200_000
 def _messages(roles: tuple[str, ...], contents: list[pa.Array]) -> pa.ListArray:
     """A list<{role, content}> array: row i holds (roles[j], contents[j][i]) for each j."""
     k, m = len(contents[0]), len(contents)
-    order = (np.arange(m)[None, :] * k + np.arange(k)[:, None]).ravel()
-    content = pa.concat_arrays(contents).take(pa.array(order))
+    if m == 1:
+        content = contents[0]
+    else:
+        order = (np.arange(m)[None, :] * k + np.arange(k)[:, None]).ravel()
+        content = pa.concat_arrays(contents).take(pa.array(order))
     role = pa.array(roles, pa.string()).take(pa.array(np.tile(np.arange(m), k)))
     values = pa.StructArray.from_arrays([role, content], names=["role", "content"])
     return pa.ListArray.from_arrays(pa.array(np.arange(0, m * k + 1, m, dtype=np.int32)), values)
@@ -222,24 +225,18 @@ def single_turn_pairs_table(
     chunks = []
     for lo in range(0, max(len(chosen), 1), _CHUNK_PAIRS):
         sl = slice(lo, lo + _CHUNK_PAIRS)
-        c, r, p = chosen[sl], rejected[sl], prompt_of_pair[sl]
-        used_p, p_pos = np.unique(p, return_inverse=True)
-        used_a, a_pos = np.unique(np.concatenate([c, r]), return_inverse=True)
-        prompt_txt = prompts.take(pa.array(used_p)).take(pa.array(p_pos))
-        ans = answers.take(pa.array(used_a))
-        ans_esc = json_escape(ans)
-        prompt_esc = json_escape(prompts.take(pa.array(used_p))).take(pa.array(p_pos))
-        c_pos, r_pos = pa.array(a_pos[: len(c)]), pa.array(a_pos[len(c) :])
-        ids = single_turn_pair_ids(source, prompt_esc, ans_esc.take(c_pos), ans_esc.take(r_pos))
-        n = len(c)
+        p_txt = prompts.take(pa.array(prompt_of_pair[sl]))
+        c_txt, r_txt = answers.take(pa.array(chosen[sl])), answers.take(pa.array(rejected[sl]))
+        ids = single_turn_pair_ids(source, json_escape(p_txt), json_escape(c_txt), json_escape(r_txt))
+        n = len(p_txt)
         cols = {
-            "pair_id": pa.array(ids, pa.string()),
+            "pair_id": ids,
             "source": pa.array([source] * n, pa.string()),
-            "prompt": _messages(("user",), [prompt_txt]),
-            "chosen": _messages(("user", "assistant"), [prompt_txt, ans.take(c_pos)]),
-            "rejected": _messages(("user", "assistant"), [prompt_txt, ans.take(r_pos)]),
-            "chosen_score": pa.array(scores[c], pa.float64()),
-            "rejected_score": pa.array(scores[r], pa.float64()),
+            "prompt": _messages(("user",), [p_txt]),
+            "chosen": _messages(("user", "assistant"), [p_txt, c_txt]),
+            "rejected": _messages(("user", "assistant"), [p_txt, r_txt]),
+            "chosen_score": pa.array(scores[chosen[sl]], pa.float64()),
+            "rejected_score": pa.array(scores[rejected[sl]], pa.float64()),
             "split": pa.array([split] * n, pa.string()),
             "source_row": pa.array(source_row[sl], pa.int64()),
         }

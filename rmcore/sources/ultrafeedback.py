@@ -14,6 +14,7 @@ that is neither a number nor "N/A" are quarantined (one unit each).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +38,7 @@ from rmcore.sources.tables import quarantine_table, raw_json, row_numbers, singl
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 TOO_FEW = "fewer_than_two_completions"
 RULES = (TOO_FEW, UNRATED, SAME_TEXT, EQUAL_SCORES, NOT_SELECTED, PER_PROMPT_CAP)
-_NUMBER = r"^\s*[0-9]+(\.[0-9]+)?\s*$"
+_NUMBER = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*")
 _BATCH_ROWS = 100_000
 
 
@@ -57,11 +58,10 @@ def _ratings(items: pa.StructArray) -> tuple[np.ndarray, np.ndarray]:
             continue
         rating = pc.struct_field(pc.struct_field(ann, aspect), "Rating")
         if pa.types.is_string(rating.type) or pa.types.is_large_string(rating.type):
-            numeric = pc.fill_null(pc.match_substring_regex(rating, _NUMBER), False)
-            na = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(rating), "N/A"), True)
-            bad |= ~(numeric.to_numpy(zero_copy_only=False) | na.to_numpy(zero_copy_only=False))
-            values = pc.cast(pc.if_else(numeric, pc.utf8_trim_whitespace(rating), None), pa.float64())
-        elif pa.types.is_integer(rating.type) or pa.types.is_floating(rating.type):
+            out[:, j], bad_j = _parse_rating_strings(rating)
+            bad |= bad_j
+            continue
+        if pa.types.is_integer(rating.type) or pa.types.is_floating(rating.type):
             values = pc.cast(rating, pa.float64())
             bad |= pc.fill_null(pc.is_nan(values), False).to_numpy(zero_copy_only=False)
         elif pa.types.is_null(rating.type):
@@ -72,6 +72,26 @@ def _ratings(items: pa.StructArray) -> tuple[np.ndarray, np.ndarray]:
             )
         out[:, j] = values.to_numpy(zero_copy_only=False)
     return out, bad
+
+
+def _parse_rating_strings(rating: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(values, NaN for "N/A" or missing; mask of ratings neither a number nor "N/A").
+
+    Each distinct string is parsed once (a handful: "1".."5", "N/A"), then mapped back.
+    """
+    encoded = pc.dictionary_encode(rating)
+    vocab = encoded.dictionary.to_pylist()
+    values = np.full(len(vocab) + 1, np.nan)  # the extra slot: null ratings, skipped like N/A
+    bad = np.zeros(len(vocab) + 1, dtype=bool)
+    for k, text in enumerate(vocab):
+        if text.strip() == "N/A":
+            continue
+        if _NUMBER.fullmatch(text):
+            values[k] = float(text)
+        else:
+            bad[k] = True
+    codes = pc.fill_null(encoded.indices, len(vocab)).to_numpy(zero_copy_only=False)
+    return values[codes], bad[codes]
 
 
 def completion_scores(ratings: np.ndarray) -> np.ndarray:
@@ -173,6 +193,12 @@ class UltraFeedback:
     hub_id: str = "openbmb/UltraFeedback"
     revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
     splits: tuple[str, ...] = ("train",)
+    columns: tuple[str, ...] = (
+        "instruction",
+        "completions.list.element.response",
+        *(f"completions.list.element.annotations.{a}.Rating" for a in ASPECTS),
+    )
+    """The Parquet columns the rules read: a mirror decodes only these (quarantined rows are re-read whole)."""
 
     def file_patterns(self, split: str) -> list[str]:
         # The hub keeps the train split as one JSON-lines file per prompt source at the repo root.
