@@ -96,6 +96,9 @@ def configure(config: TrackingConfig | None = None) -> str:
     import mlflow
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Against a server MLflow writes "View run ..." to stdout when a run ends, which would
+    # break `rmflow ... --json` (one JSON object on stdout); ui_links() gives the links.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = resolve_tracking_uri(config)
     db = sqlite_path(uri)
     if db is not None:
@@ -179,7 +182,11 @@ def start_pipeline_run(
 
 
 def end_pipeline_run(run_id: str, *, failed: bool = False) -> None:
+    """Mark the pipeline's run FINISHED (or FAILED); logs its UI link when tracking to a server."""
     client().set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    link = ui_links(run_id).get("run")
+    if link:
+        log.info("MLflow run %s: %s", run_id, link)
 
 
 # ---------------------------------------------------------------- secrets
