@@ -350,9 +350,11 @@ def _maker(name: str) -> Callable[[_Gen, int], list[dict[str, Any]]]:
 def write_sample_mirror(out_dir: Path, *, rows_per_source: int = 2000, seed: int = 0) -> Path:
     """Write a GENERATED hub mirror for every source (train: ``rows_per_source`` rows, test: a quarter).
 
-    Files land on each adapter's first file pattern, so ``--data-dir out_dir`` reads them.
+    Files land on each adapter's first file pattern (the parquet-converted layout for a
+    split the hub does not have), so ``--data-dir out_dir`` reads them.
     Deterministic for a seed. Returns ``out_dir``.
     """
+    from rmcore.sources.mirror import mirror_patterns
     from rmcore.sources.registry import SOURCE_NAMES, get_adapter
 
     out_dir = Path(out_dir)
@@ -363,7 +365,7 @@ def write_sample_mirror(out_dir: Path, *, rows_per_source: int = 2000, seed: int
         for split in SPLITS:
             g = _Gen(random.Random(f"{seed}/{name}/{split}/{k}"))
             n = rows_per_source if split == "train" else max(rows_per_source // 4, 1)
-            rel = adapter.file_patterns(split)[0].replace("*", "generated")
+            rel = mirror_patterns(adapter, split)[0].replace("*", "generated")
             _write(out_dir / adapter.hub_id / rel, _maker(name)(g, n))
             written.append(f"| {name} | {split} | {adapter.hub_id}/{rel} | {n} |")
     (out_dir / MARKER).write_text(

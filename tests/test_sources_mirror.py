@@ -99,3 +99,12 @@ def test_projected_parquet_read_still_quarantines_whole_rows(tmp_path: Path) -> 
     full = [json.loads(r) for r in result.quarantine["raw"].to_pylist()]
     assert [r["instruction"] for r in full] == ["Q3", None]
     assert full[0]["completions"][0]["critique"] == "c" and full[0]["source"] == "evol_instruct"
+
+
+def test_offline_hub_read_fails_with_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a mirror and without network (tests run offline) the error says what to do."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SourceNotFound, match="helpsteer"):
+        read_raw(get_adapter("helpsteer"), "train", None)
+    with pytest.raises(SourceNotFound, match="no pattern: the hub has no such split"):
+        read_raw(get_adapter("ultrafeedback"), "test", None)

@@ -82,7 +82,10 @@ class SourceAdapter(Protocol):
     splits: tuple[str, ...]
 
     def file_patterns(self, split: str) -> list[str]:
-        """Glob patterns, relative to the dataset repo root, for one split's files."""
+        """Glob patterns, relative to the dataset repo root, for one split's files on the hub.
+
+        Alternatives in order of preference (the first that matches is read). A mirror
+        also accepts other extensions and the parquet-converted layout (rmcore.sources.mirror)."""
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         """Raw rows (as read from the files) -> pairs + quarantine + drop counts."""

@@ -64,7 +64,7 @@ class HelpSteer:
     splits: tuple[str, ...] = ("train", "validation")
 
     def file_patterns(self, split: str) -> list[str]:
-        return [f"{split}.jsonl.gz", f"data/{split}-*.parquet"]
+        return [f"{split}.jsonl.gz"]
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         numbers = row_numbers(raw)

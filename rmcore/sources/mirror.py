@@ -29,6 +29,8 @@ from rmcore.sources.tables import SOURCE_ROW
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+PARQUET_LAYOUT = "data/{split}-*.parquet"
+"""The hub's parquet-converted layout, accepted in a mirror for every source and split."""
 
 
 class SourceNotFound(FileNotFoundError):
@@ -59,11 +61,18 @@ def _stem(pattern: str) -> str:
     return pattern
 
 
+def mirror_patterns(adapter: SourceAdapter, split: str) -> list[str]:
+    """The adapter's hub patterns, then the parquet-converted layout."""
+    patterns = list(adapter.file_patterns(split))
+    fallback = PARQUET_LAYOUT.format(split=split)
+    return patterns + ([fallback] if fallback not in patterns else [])
+
+
 def find_mirror_files(adapter: SourceAdapter, split: str, data_dir: Path) -> list[Path]:
     """The files of one split in a mirror; SourceNotFound names every glob tried."""
     root = Path(data_dir) / adapter.hub_id
     looked = []
-    for pattern in adapter.file_patterns(split):
+    for pattern in mirror_patterns(adapter, split):
         for ext in EXTENSIONS:
             glob = _stem(pattern) + ext
             looked.append(str(root / glob))
@@ -220,23 +229,35 @@ def full_rows_json(files: list[str], rows: set[int]) -> dict[int, str]:
 
 
 def _read_hub(adapter: SourceAdapter, split: str) -> RawData:
-    """``datasets.load_dataset`` at the adapter's pinned revision (needs network or a cache)."""
+    """``datasets.load_dataset`` at the adapter's pinned revision (needs network or a cache).
+
+    The adapter's patterns are alternatives: the first that loads is used.
+    """
     import datasets
 
     patterns = adapter.file_patterns(split)
-    try:
-        ds = datasets.load_dataset(
-            adapter.hub_id, data_files={split: patterns}, split=split, revision=adapter.revision
-        )
-    except Exception as e:
-        raise SourceNotFound(
-            f"{adapter.name}: could not load {adapter.hub_id}@{adapter.revision} files {patterns}: {e}. "
-            "Fix: pass --data-dir with a local mirror when offline."
-        ) from e
-    table = ds.data.table
-    table = table.append_column(SOURCE_ROW, pa.array(range(table.num_rows), pa.int64()))
-    refs = [f"hf://datasets/{adapter.hub_id}@{adapter.revision}/{p}" for p in patterns]
-    return RawData(table, refs, f"{adapter.hub_id}@{adapter.revision}", adapter.revision)
+    errors = []
+    for pattern in patterns:
+        try:
+            ds = datasets.load_dataset(
+                adapter.hub_id, data_files={split: pattern}, split=split, revision=adapter.revision
+            )
+        except FileNotFoundError as e:
+            errors.append(f"{pattern}: {e}")
+            continue
+        except Exception as e:  # re-raised naming what was asked for
+            raise SourceNotFound(
+                f"{adapter.name}: could not load {adapter.hub_id}@{adapter.revision} {pattern}: {e}. "
+                "Fix: pass --data-dir with a local mirror when offline."
+            ) from e
+        table = ds.data.table
+        table = table.append_column(SOURCE_ROW, pa.array(range(table.num_rows), pa.int64()))
+        ref = f"hf://datasets/{adapter.hub_id}@{adapter.revision}/{pattern}"
+        return RawData(table, [ref], f"{adapter.hub_id}@{adapter.revision}", adapter.revision)
+    raise SourceNotFound(
+        f"{adapter.name}: no files for split {split!r} on the hub at {adapter.hub_id}@{adapter.revision} "
+        f"(tried {patterns or 'no pattern: the hub has no such split'}); {'; '.join(errors)}"
+    )
 
 
 def read_raw(

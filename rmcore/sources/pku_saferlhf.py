@@ -51,7 +51,7 @@ class PKUSafeRLHF:
 
     def file_patterns(self, split: str) -> list[str]:
         # The mirror keeps the split at the repo root; the hub release keeps one file per generator model.
-        return [f"{split}.jsonl", f"data/*/{split}.jsonl", f"data/{split}-*.parquet"]
+        return [f"{split}.jsonl", f"data/*/{split}.jsonl"]
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         return clean_rows(self.name, split, raw, pair_from_safer_response, rules=RULES, options=options)

@@ -68,7 +68,7 @@ class SHP:
     splits: tuple[str, ...] = ("train", "validation", "test")
 
     def file_patterns(self, split: str) -> list[str]:
-        return [f"*/{split}.json", f"data/{split}-*.parquet"]
+        return [f"*/{split}.json"]
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         return clean_rows(

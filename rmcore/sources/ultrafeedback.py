@@ -202,7 +202,7 @@ class UltraFeedback:
 
     def file_patterns(self, split: str) -> list[str]:
         # The hub keeps the train split as one JSON-lines file per prompt source at the repo root.
-        return (["*.jsonl"] if split == "train" else []) + [f"data/{split}-*.parquet"]
+        return ["*.jsonl"] if split == "train" else []
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         _check_schema(raw.schema)
