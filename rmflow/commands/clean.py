@@ -99,11 +99,11 @@ def render(result: dict) -> None:
     w = sys.stdout.write
     w(f"{result['source']} ({result['split']}) from {result['data']}\n")
     unit = "" if result["unit"] == "row" else f" candidate comparisons from {result['raw_rows']:,} raw rows"
-    w(f"  {'rows in':<28}{result['rows_in']:>10,}{unit}\n")
-    w(f"  {'kept (pairs)':<28}{result['kept']:>10,}\n")
+    w(f"  {'rows in':<38}{result['rows_in']:>10,}{unit}\n")
+    w(f"  {'kept (pairs)':<38}{result['kept']:>10,}\n")
     for rule, n in result["dropped"].items():
-        w(f"  {'dropped: ' + rule:<28}{n:>10,}\n")
-    w(f"  {'quarantined':<28}{result['quarantined']:>10,}\n")
+        w(f"  {'dropped: ' + rule:<38}{n:>10,}\n")
+    w(f"  {'quarantined':<38}{result['quarantined']:>10,}\n")
     for reason, n in result["quarantine_reasons"].items():
-        w(f"  {'  ' + reason:<28}{n:>10,}\n")
+        w(f"  {'  ' + reason:<38}{n:>10,}\n")
     w(f"  pairs: {result['output']}\n  quarantine: {result['quarantine']}\n")
