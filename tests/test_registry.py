@@ -153,6 +153,28 @@ def test_nothing_a_run_writes_contains_the_hf_token(mlflow_uri, model_dirs, tmp_
     assert [p for p in written if secret.encode() in p.read_bytes()] == []
 
 
+def test_lineage_leads_from_a_version_to_the_mixture_and_its_manifest(mlflow_uri, model_dirs, tmp_path):
+    import json
+
+    mixture = tmp_path / "mixture.parquet"
+    _write_small_parquet(mixture)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"digest": "f" * 64, "inputs": [{"key": "hh", "digest": "0" * 64}]}))
+    run_id = _run(mlflow_uri, "pipe-lineage")
+    tracking.log_dataset_input(run_id, mixture, name="mixture-demo", digest="f" * 64, context="training",
+                               manifest_path=manifest, rows=2)
+    version = registry.register_reward_model(
+        model_dirs[0], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=40.0
+    ).version
+    lineage = registry.model_lineage(NAME, "candidate")
+    assert (lineage["version"], lineage["aliases"], lineage["run_id"]) == (version, ["candidate"], run_id)
+    assert lineage["tags"]["rmflow.mixture_digest"] == LINEAGE["rmflow.mixture_digest"]
+    [mix] = lineage["inputs"]
+    assert (mix["name"], mix["tags"]["rmflow.digest"], mix["source"]) == ("mixture-demo", "f" * 64, {"uri": str(mixture)})
+    assert mix["manifest"]["inputs"] == [{"key": "hh", "digest": "0" * 64}]
+    assert registry.model_lineage(NAME, version) == lineage
+
+
 def _write_small_parquet(path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
