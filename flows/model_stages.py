@@ -88,7 +88,14 @@ def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
 def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_id: str | None) -> dict:
     rb_path, rb_digest = rewardbench_input(ctx)
     evaluated = evaluate_task(
-        ctx.recipe.eval, trained["model_dir"], trained["digest"], rb_path, rb_digest, heldout, str(ctx.work)
+        ctx.recipe.eval,
+        trained["model_dir"],
+        trained["digest"],
+        rb_path,
+        rb_digest,
+        {k: v["output"] for k, v in heldout.items()},
+        {k: v["digest"] for k, v in heldout.items()},
+        str(ctx.work),
     )
     rb_dir = Path(evaluated["dir"]) / "rewardbench"
     if "rewardbench" in evaluated:
@@ -131,16 +138,15 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
         rewardbench_overall=overall,
         promote=ctx.recipe.register.promote and overall is not None,
     )
-    base = tracking.resolve_tracking_uri()
-    if base.startswith("http"):
+    links = tracking.ui_links(run_id, (registered["name"], registered["version"]))
+    if links:
         create_link_artifact(
-            key=f"mlflow-run-{ctx.recipe.name}".lower(),
-            link=f"{base}/#/experiments/0/runs/{run_id}",
-            link_text=f"MLflow run {run_id}",
+            key=f"mlflow-run-{ctx.recipe.name}".lower(), link=links["run"], link_text="MLflow run"
         )
         create_link_artifact(
             key=f"mlflow-model-{ctx.recipe.name}".lower(),
-            link=f"{base}/#/models/{registered['name']}/versions/{registered['version']}",
+            link=links["model_version"],
             link_text=f"{registered['name']} v{registered['version']}",
         )
+        registered["links"] = links
     return registered

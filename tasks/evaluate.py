@@ -22,7 +22,7 @@ def _eval_dir(key: str, p: dict[str, Any]) -> Path:
     task_run_name="evaluate",
     cache_policy=StageCache(
         stage="evaluate",
-        key_params=("eval", "model_digest", "rewardbench_digest", "heldout", "work"),
+        key_params=("eval", "model_digest", "rewardbench_digest", "heldout_digests", "work"),
         output_of=_eval_dir,
     ),
     persist_result=True,
@@ -34,7 +34,8 @@ def evaluate_task(
     model_digest: str,
     rewardbench_path: str | None,
     rewardbench_digest: str | None,
-    heldout: dict[str, dict],
+    heldout_paths: dict[str, str],
+    heldout_digests: dict[str, str],
     work: str,
 ) -> dict:
     """RewardBench (exact official aggregation) + held-out accuracy per source with length bias."""
@@ -48,7 +49,7 @@ def evaluate_task(
         "eval": eval,
         "model_digest": model_digest,
         "rewardbench_digest": rewardbench_digest,
-        "heldout": {k: v["digest"] for k, v in heldout.items()},
+        "heldout_digests": heldout_digests,
         "work": work,
     }
     key = stage_key("evaluate", **params)
@@ -60,10 +61,8 @@ def evaluate_task(
                 rb = evaluate_rewardbench(model_dir, rewardbench_path, tmp / "rewardbench", config)
                 # Paths inside the summaries name the temp folder: consumers use dir + file names.
                 result["rewardbench"] = {k: v for k, v in rb.items() if k != "paths"}
-            if heldout:
-                ho = evaluate_heldout(
-                    model_dir, {k: v["output"] for k, v in heldout.items()}, tmp / "heldout", config
-                )
+            if heldout_paths:
+                ho = evaluate_heldout(model_dir, heldout_paths, tmp / "heldout", config)
                 result["heldout"] = ho["sources"]
             io.write_json(result, tmp / "eval_summary.json")
             mark_success(tmp, {"key": key})

@@ -1,0 +1,98 @@
+"""The end-to-end pipeline on a real Prefect API and a real SQLite MLflow store.
+
+Tiny model, small generated mirror; proves the cache behaviour by counting the tasks that
+really ran: nothing changed -> only the (idempotent) registration; one source changed ->
+that source's lineage; only an evaluation setting changed -> evaluation + registration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from flow_helpers import ran
+from tiny import build_tiny_model_dir
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    from rmcore.sample_data import write_sample_mirror
+    from rmcore.sample_rewardbench import write_rewardbench_sample
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = build_tiny_model_dir(tmp_path / "tiny")
+    data = write_sample_mirror(tmp_path / "data", rows_per_source=40)
+    write_rewardbench_sample(data, per_subset=2)
+    recipe = yaml.safe_load((Path(__file__).parents[1] / "deployments/recipes/demo.yaml").read_text())
+    recipe["data"]["sources"] = [
+        {"source": "helpsteer", "pairing": "all-pairs"},
+        {"source": "pku-saferlhf"},
+        {"source": "hh-rlhf/helpful-base"},
+    ]
+    recipe["data"]["heldout"] = [{"source": "hh-rlhf/helpful-base", "split": "test"}]
+    recipe["train"].update(model=str(model), max_length=96, bf16=False, micro_batch=8, global_batch=8)
+    recipe["eval"].update(sample_per_subset=1, bf16=False, max_length=96)
+    recipe["register"] = {"model_name": "e2e-reward"}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return {"recipe": path, "raw": recipe, "data": data, "work": tmp_path / "work"}
+
+
+def _run(setup: dict):
+    from flows.pipeline import pipeline_flow
+
+    return pipeline_flow(
+        recipe=str(setup["recipe"]), data_dir=str(setup["data"]), work_dir=str(setup["work"]), return_state=True
+    )
+
+
+def test_pipeline_registers_champion_and_reruns_exactly_the_lineage(setup: dict):
+    import mlflow
+
+    first = _run(setup)
+    summary = first.result()
+    assert summary["data"].startswith("GENERATED sample data")
+    assert summary["registered"]["version"] == 1 and summary["registered"]["champion"] == 1
+    assert summary["mixture"]["counts"].keys() == {
+        "helpsteer/train/all-pairs", "pku-saferlhf/train", "hh-rlhf/helpful-base/train"
+    }
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("e2e-reward", "champion").version) == "1"
+    run = client.get_run(summary["mlflow_run_id"])
+    assert "rewardbench/overall" in run.data.metrics and "train/loss" in run.data.metrics
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {"mixture-demo", "hh-rlhf/helpful-base/test"}
+    # The champion loads back from the registry and scores.
+    model = mlflow.pyfunc.load_model("models:/e2e-reward@champion")
+    import pandas as pd
+
+    rewards = model.predict(pd.DataFrame([{"prompt": "How do I bake bread?", "response": "Knead and bake."}]))
+    assert len(rewards) == 1
+
+    # 1. Nothing changed: every stage from cache; registration finds its version.
+    second = _run(setup)
+    assert ran(second) == {"register e2e-reward"}
+    assert second.result()["registered"]["created"] is False
+    assert len(client.search_model_versions("name = 'e2e-reward'")) == 1
+
+    # 2. One source's input changed: that source, the mixture and everything downstream.
+    pku = next((setup["data"] / "PKU-Alignment").rglob("train*"))
+    pku.write_text(pku.read_text().replace('"response_0": "', '"response_0": "Edited. '))
+    third = _run(setup)
+    assert ran(third) == {
+        "download pku-saferlhf [train]",
+        "clean pku-saferlhf/train",
+        "mixture demo",
+        "train reward model",
+        "evaluate",
+        "register e2e-reward",
+    }
+    assert third.result()["registered"]["version"] == 2
+
+    # 3. Only an evaluation setting changed: evaluation and registration.
+    raw = dict(setup["raw"], eval={**setup["raw"]["eval"], "sample_per_subset": 2})
+    setup["recipe"].write_text(yaml.safe_dump(raw))
+    fourth = _run(setup)
+    assert ran(fourth) == {"evaluate", "register e2e-reward"}
