@@ -108,3 +108,19 @@ def test_offline_hub_read_fails_with_a_fix(monkeypatch: pytest.MonkeyPatch) -> N
         read_raw(get_adapter("helpsteer"), "train", None)
     with pytest.raises(SourceNotFound, match="no pattern: the hub has no such split"):
         read_raw(get_adapter("ultrafeedback"), "test", None)
+
+
+def test_streamed_parquet_cleaning_equals_whole_table_cleaning(tmp_path: Path) -> None:
+    from test_sources_ultrafeedback import ROWS
+
+    path = tmp_path / "openbmb/UltraFeedback/data/train-00000-of-00001.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(ROWS * 3), path, row_group_size=4)
+    adapter = get_adapter("ultrafeedback")
+    for options in (CleanOptions(pairing="all-pairs"), CleanOptions(seed=5)):
+        streamed = clean_source("ultrafeedback", "train", options, tmp_path)
+        whole = adapter.clean(read_raw(adapter, "train", tmp_path).table, options, split="train")
+        assert streamed.pairs.equals(whole.pairs)
+        assert streamed.quarantine.equals(whole.quarantine)
+        assert (streamed.rows_in, streamed.dropped) == (whole.rows_in, whole.dropped)
+        assert streamed.quarantine["source_row"].to_pylist() == [3, 4, 8, 9, 13, 14]

@@ -16,6 +16,7 @@ import gzip
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,19 @@ def read_files(
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ValueError(f"files disagree on column types ({', '.join(map(str, paths))}): {e}") from None
     return table, sorted(bad)
+
+
+def iter_parquet_batches(
+    paths: list[Path], columns: list[str] | None = None, batch_rows: int = 100_000
+) -> Iterator[pa.RecordBatch]:
+    """Stream the rows of Parquet files (in order, projected to ``columns`` where present)."""
+    for path in paths:
+        pf = pq.ParquetFile(path)
+        yield from pf.iter_batches(batch_size=batch_rows, columns=_present(pf, columns), use_threads=False)
+
+
+def parquet_rows(paths: list[Path]) -> int:
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
 
 
 def full_rows_json(files: list[str], rows: set[int]) -> dict[int, str]:

@@ -11,7 +11,13 @@ from rmcore.sources.base import CleanOptions, CleanResult, SourceAdapter
 from rmcore.sources.capybara import Capybara
 from rmcore.sources.helpsteer import HelpSteer
 from rmcore.sources.hh_rlhf import HHRLHF, SUBSETS
-from rmcore.sources.mirror import full_rows_json, read_raw
+from rmcore.sources.mirror import (
+    find_mirror_files,
+    full_rows_json,
+    iter_parquet_batches,
+    parquet_rows,
+    read_raw,
+)
 from rmcore.sources.orca import Orca
 from rmcore.sources.pku_saferlhf import PKU_SAFERLHF, PKU_SAFERLHF_30K
 from rmcore.sources.shp import SHP
@@ -55,21 +61,34 @@ def _with_full_raw_rows(quarantine: pa.Table, files: list[str]) -> pa.Table:
     return quarantine.set_column(quarantine.schema.get_field_index("raw"), "raw", raw)
 
 
+def _clean_streamed(
+    adapter: SourceAdapter, split: str, options: CleanOptions, data_dir: Path
+) -> CleanResult | None:
+    """Clean a Parquet-only mirror split batch by batch, if the adapter can; else None."""
+    if not hasattr(adapter, "clean_batches"):
+        return None
+    paths = find_mirror_files(adapter, split, Path(data_dir))
+    if not all(p.suffix == ".parquet" for p in paths):
+        return None
+    columns = list(getattr(adapter, "columns", ()) or ()) or None
+    batches = iter_parquet_batches(paths, columns)
+    result = adapter.clean_batches(batches, parquet_rows(paths), options, split=split)
+    if columns and result.quarantined:
+        result.quarantine = _with_full_raw_rows(result.quarantine, [str(p) for p in paths])
+    log.info("%s/%s: streamed %d Parquet file(s)", adapter.name, split, len(paths))
+    return result
+
+
 def clean_source(name: str, split: str, options: CleanOptions, data_dir: Path | None) -> CleanResult:
-    """Read one split of a source, clean + pair it, quarantine unreadable rows, check accounting."""
+    """Read one split of a source, clean + pair it, quarantine unreadable rows, check accounting.
+
+    Adapters that clean batch by batch (UltraFeedback) stream Parquet mirrors instead of
+    materialising the raw table; the result is the same.
+    """
     adapter = get_adapter(name)
-    columns = getattr(adapter, "columns", None)  # the Parquet columns its rules read, if it says
-    raw = read_raw(adapter, split, data_dir, columns=list(columns) if columns else None)
-    result = adapter.clean(raw.table, options, split=split)
-    if columns and result.quarantined and all(f.endswith(".parquet") for f in raw.files):
-        result.quarantine = _with_full_raw_rows(result.quarantine, raw.files)
-    if raw.bad_rows:
-        rows, reasons, texts = zip(*raw.bad_rows)
-        extra = quarantine_table(name, list(rows), list(reasons), list(texts))
-        result.quarantine = pa.concat_tables([result.quarantine, extra]).sort_by("source_row")
-        result.rows_in += len(raw.bad_rows)
-        if result.raw_rows is not None:
-            result.raw_rows += len(raw.bad_rows)
+    result = _clean_streamed(adapter, split, options, data_dir) if data_dir is not None else None
+    if result is None:
+        result = _clean_read(adapter, split, options, data_dir)
     result.check_accounting()
     log.info(
         "%s/%s: rows_in=%d kept=%d dropped=%s quarantined=%d",
@@ -80,4 +99,23 @@ def clean_source(name: str, split: str, options: CleanOptions, data_dir: Path | 
         result.dropped,
         result.quarantined,
     )
+    return result
+
+
+def _clean_read(
+    adapter: SourceAdapter, split: str, options: CleanOptions, data_dir: Path | None
+) -> CleanResult:
+    """Read the whole raw table (mirror or hub), clean it, quarantine the unreadable rows."""
+    columns = getattr(adapter, "columns", None)  # the Parquet columns its rules read, if it says
+    raw = read_raw(adapter, split, data_dir, columns=list(columns) if columns else None)
+    result = adapter.clean(raw.table, options, split=split)
+    if columns and result.quarantined and all(f.endswith(".parquet") for f in raw.files):
+        result.quarantine = _with_full_raw_rows(result.quarantine, raw.files)
+    if raw.bad_rows:
+        rows, reasons, texts = zip(*raw.bad_rows)
+        extra = quarantine_table(adapter.name, list(rows), list(reasons), list(texts))
+        result.quarantine = pa.concat_tables([result.quarantine, extra]).sort_by("source_row")
+        result.rows_in += len(raw.bad_rows)
+        if result.raw_rows is not None:
+            result.raw_rows += len(raw.bad_rows)
     return result

@@ -15,6 +15,7 @@ that is neither a number nor "N/A" are quarantined (one unit each).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -206,17 +207,35 @@ class UltraFeedback:
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         _check_schema(raw.schema)
-        numbers = row_numbers(raw)
-        u = np.random.default_rng(options.seed).random(raw.num_rows)
+        batches = raw.to_batches(max_chunksize=_BATCH_ROWS)
+        return self.clean_batches(batches, raw.num_rows, options, split=split, numbers=row_numbers(raw))
+
+    def clean_batches(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        n_rows: int,
+        options: CleanOptions,
+        *,
+        split: str,
+        numbers: np.ndarray | None = None,
+    ) -> CleanResult:
+        """``clean`` over raw batches streamed from the files, so the raw table is never whole.
+
+        ``n_rows`` (all batches together) fixes the seeded draws; rows are numbered in
+        order unless ``numbers`` gives their raw row numbers.
+        """
+        numbers = np.arange(n_rows, dtype=np.int64) if numbers is None else numbers
+        u = np.random.default_rng(options.seed).random(n_rows)
         outs, start = [], 0
-        for batch in raw.to_batches(max_chunksize=_BATCH_ROWS):
+        for batch in batches:
+            if start == 0:
+                _check_schema(batch.schema)
             n = batch.num_rows
-            outs.append(
-                _clean_batch(
-                    batch, numbers[start : start + n], u[start : start + n], options, split, self.name
-                )
-            )
+            sl = slice(start, start + n)
+            outs.append(_clean_batch(batch, numbers[sl], u[sl], options, split, self.name))
             start += n
+        if start != n_rows:
+            raise ValueError(f"ultrafeedback: batches held {start} rows, expected {n_rows}")
         dropped = dict.fromkeys(RULES, 0)
         for o in outs:
             for k, v in o.dropped.items():
@@ -236,7 +255,7 @@ class UltraFeedback:
             quarantine=quarantine,
             dropped=dropped,
             unit="candidate",
-            raw_rows=raw.num_rows,
+            raw_rows=n_rows,
         )
         result.check_accounting()
         return result
