@@ -93,6 +93,7 @@ def run_data_stages(ctx: RunContext) -> dict:
         "mixture": mixture,
         "heldout": heldout,
         "cleaned": cleaned,
+        "downloads": list(downloads.values()),
         "missing": missing,
         "data": ctx.data_label,
     }

@@ -12,6 +12,7 @@ from rmcore import io
 from rmcore.config import config_hash
 from tasks import tracking
 from tasks.evaluate import evaluate_task
+from tasks.ranking import leaderboard_task
 from tasks.register import register_task
 from tasks.train import train_task
 
@@ -150,3 +151,26 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
         )
         registered["links"] = links
     return registered
+
+
+def run_leaderboards(ctx: RunContext, data: dict, run_id: str | None) -> list[dict]:
+    """Rank the models behind the data: UltraFeedback completions (a mixture source) and RewardBench."""
+    inputs: list[tuple[str, str, str]] = []
+    for download in data.get("downloads", []):
+        if download["source"] == "ultrafeedback":
+            raw = str(Path(download["raw_dir"]) / "raw.parquet")
+            inputs.append((f"UltraFeedback completion models ({download['split']})", raw, download["digest"]))
+    rb_path, rb_digest = rewardbench_input(ctx)
+    if rb_path and rb_digest and Path(rb_path).exists():
+        inputs.append(("RewardBench chosen vs rejected models", rb_path, rb_digest))
+    boards = []
+    for name, path, digest in inputs:
+        board = leaderboard_task(name, [path], [digest], str(ctx.work))
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        create_markdown_artifact(
+            key=f"leaderboard-{slug}"[:100], markdown=Path(board["markdown"]).read_text()
+        )
+        if run_id:
+            tracking.log_artifacts(run_id, [Path(board["dir"])], artifact_path=f"leaderboards/{slug}")
+        boards.append(board)
+    return boards

@@ -8,7 +8,7 @@ from prefect.runtime import flow_run
 
 from flows.context import resolve
 from flows.data_stages import run_data_stages
-from flows.model_stages import run_evaluate, run_register, run_train, start_tracking
+from flows.model_stages import run_evaluate, run_leaderboards, run_register, run_train, start_tracking
 from tasks import tracking
 
 
@@ -32,6 +32,7 @@ def pipeline_flow(
         trained = run_train(ctx, data["mixture"], run_id)
         evaluated = run_evaluate(ctx, trained, data["heldout"], run_id)
         registered = run_register(ctx, trained, evaluated, data["mixture"], run_id)
+        boards = run_leaderboards(ctx, data, run_id)
         failed = False
     finally:
         tracking.end_pipeline_run(run_id, failed=failed)
@@ -53,6 +54,7 @@ def pipeline_flow(
         "mlflow_run_id": run_id,
         "tracking_uri": tracking.resolve_tracking_uri(),
         "registered": registered,
+        "leaderboards": [b["markdown"] for b in boards],
     }
     create_markdown_artifact(key=f"pipeline-{ctx.recipe.name}".lower(), markdown=summary_markdown(summary))
     return summary

@@ -31,6 +31,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         {"source": "helpsteer", "pairing": "all-pairs"},
         {"source": "pku-saferlhf"},
         {"source": "hh-rlhf/helpful-base"},
+        {"source": "ultrafeedback", "pairing": "best-vs-random"},
     ]
     recipe["data"]["heldout"] = [{"source": "hh-rlhf/helpful-base", "split": "test"}]
     recipe["train"].update(model=str(model), max_length=96, bf16=False, micro_batch=8, global_batch=8)
@@ -45,7 +46,10 @@ def _run(setup: dict):
     from flows.pipeline import pipeline_flow
 
     return pipeline_flow(
-        recipe=str(setup["recipe"]), data_dir=str(setup["data"]), work_dir=str(setup["work"]), return_state=True
+        recipe=str(setup["recipe"]),
+        data_dir=str(setup["data"]),
+        work_dir=str(setup["work"]),
+        return_state=True,
     )
 
 
@@ -57,13 +61,24 @@ def test_pipeline_registers_champion_and_reruns_exactly_the_lineage(setup: dict)
     assert summary["data"].startswith("GENERATED sample data")
     assert summary["registered"]["version"] == 1 and summary["registered"]["champion"] == 1
     assert summary["mixture"]["counts"].keys() == {
-        "helpsteer/train/all-pairs", "pku-saferlhf/train", "hh-rlhf/helpful-base/train"
+        "helpsteer/train/all-pairs",
+        "pku-saferlhf/train",
+        "hh-rlhf/helpful-base/train",
+        "ultrafeedback/train/best-vs-random",
+    }
+    boards = [Path(p).read_text() for p in summary["leaderboards"]]
+    assert len(boards) == 2 and "UltraFeedback" in boards[0] and "generated-good" in boards[1]
+    assert "leaderboards" in {
+        a.path.split("/")[0] for a in mlflow.MlflowClient().list_artifacts(summary["mlflow_run_id"])
     }
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("e2e-reward", "champion").version) == "1"
     run = client.get_run(summary["mlflow_run_id"])
     assert "rewardbench/overall" in run.data.metrics and "train/loss" in run.data.metrics
-    assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {"mixture-demo", "hh-rlhf/helpful-base/test"}
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {
+        "mixture-demo",
+        "hh-rlhf/helpful-base/test",
+    }
     # The champion loads back from the registry and scores.
     model = mlflow.pyfunc.load_model("models:/e2e-reward@champion")
     import pandas as pd
