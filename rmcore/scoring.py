@@ -77,6 +77,15 @@ def _model_device(model):
         return torch.device("cpu")
 
 
+def unique_sequences(encoded: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """Distinct token sequences (first-seen order) and, per input, the index of its sequence."""
+    index: dict[tuple[int, ...], int] = {}
+    inverse = np.fromiter(
+        (index.setdefault(tuple(ids), len(index)) for ids in encoded), np.int64, len(encoded)
+    )
+    return list(index), inverse
+
+
 def score_token_ids(
     model,
     encoded: Sequence[Sequence[int]],
@@ -84,7 +93,20 @@ def score_token_ids(
     batch_size: int = 16,
     autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
-    """Raw rewards (float64, input order) for already-encoded conversations."""
+    """Raw rewards (float64, input order) for already-encoded conversations.
+
+    Identical token sequences are scored once and share the reward, so two inputs the
+    model cannot tell apart (e.g. chosen and rejected that differ only in the part cut
+    off by left truncation) are an exact tie, as they are when scored one at a time,
+    instead of a coin flip decided by float noise from different batch padding.
+    """
+    distinct, inverse = unique_sequences(encoded)
+    return _score_distinct(model, distinct, batch_size=batch_size, autocast_dtype=autocast_dtype)[inverse]
+
+
+def _score_distinct(
+    model, encoded: list[tuple[int, ...]], *, batch_size: int, autocast_dtype: torch.dtype | None
+) -> np.ndarray:
     import torch
 
     pad_id = model.tokenizer.pad_token_id

@@ -77,3 +77,29 @@ def test_model_left_in_training_mode_is_restored(model):
     score_conversations(model, conversations(2))
     assert model.training
     model.eval()
+
+
+class CountingModel(torch.nn.Module):
+    """The real reward model, counting the sequences it is asked to score."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.tokenizer = inner.tokenizer
+        self.max_length = inner.max_length
+        self.rows = 0
+
+    def forward(self, input_ids, attention_mask):
+        self.rows += input_ids.shape[0]
+        return self.inner(input_ids, attention_mask)
+
+
+def test_identical_inputs_score_once_and_tie_exactly(model):
+    convs = conversations(7)
+    # conversation 2 repeated at the end: it lands in another batch with other padding
+    convs = [*convs, convs[2], convs[2]]
+    counting = CountingModel(model)
+    scores = score_conversations(counting, convs, batch_size=2)
+    assert counting.rows == 7  # the duplicates were not scored again
+    assert scores[2] == scores[7] == scores[8]
+    np.testing.assert_allclose(scores[:7], score_conversations(model, convs[:7], batch_size=1), atol=1e-5)
