@@ -13,15 +13,16 @@ setup:
 
 # All tests, slow ones included (what CI runs).
 test: setup
+	bash scripts/setup_browser.sh || echo "make test: no Chromium; the browser test will skip" >&2
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # Fast tests only (slow-marked ones skipped), for the edit loop.
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
-# Offline demo: the whole pipeline on the small PyPI model.
+# Offline demo: the whole pipeline on the small PyPI model (DATA_DIR=<hub mirror> to use real data).
 demo: setup
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 up: setup
 	$(VENV)/bin/rmflow up

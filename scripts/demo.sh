@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true HF_HUB_OFFLINE=1
 RMFLOW=.venv/bin/rmflow
 $RMFLOW up
-# shellcheck disable=SC1091
-source .rmflow/env.sh
+# `rmflow run` finds the running stack: the run shows in the Prefect UI and logs to the MLflow server.
 $RMFLOW run demo "$@"
+echo
+echo "The stack keeps running for the UIs; stop it with: make down"
