@@ -94,7 +94,9 @@ SOURCE_STATS = Contract(
     pa.schema(
         [
             ("source", pa.string()),
-            ("rows_in", pa.int64()),
+            ("raw_rows", pa.int64()),  # rows read from the source's files
+            ("unit", pa.string()),  # what rows_in counts: "row", or "candidate" comparisons
+            ("rows_in", pa.int64()),  # = pairs + sum(dropped) + quarantined, in ``unit``
             ("pairs", pa.int64()),
             ("mean_len_chosen", pa.float64()),
             ("mean_len_rejected", pa.float64()),

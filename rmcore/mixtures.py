@@ -156,6 +156,8 @@ def materialise_mixture(
                 rows_in=item.stats["rows_in"],
                 dropped=dropped,
                 quarantined=item.stats["quarantined"],
+                raw_rows=item.stats["raw_rows"],
+                unit=item.stats["unit"],
             )
         stats_rows.append(row)
     if not parts:

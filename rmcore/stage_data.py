@@ -103,6 +103,8 @@ def clean_downloaded(source: str, split: str, raw_dir: Path, options: CleanOptio
     unreadable = io.read_table(raw_dir / "bad_rows.parquet", QUARANTINE)
     result: CleanResult = adapter.clean(raw, options, split=split)
     result.rows_in += unreadable.num_rows
+    if result.raw_rows is not None:
+        result.raw_rows += unreadable.num_rows
     if unreadable.num_rows:
         own = validate(result.quarantine, QUARANTINE, where=f"{source} quarantine")
         result.quarantine = pa.concat_tables([own, unreadable])
@@ -110,13 +112,22 @@ def clean_downloaded(source: str, split: str, raw_dir: Path, options: CleanOptio
     out_dir.mkdir(parents=True, exist_ok=True)
     io.write_table(result.pairs, out_dir / "pairs.parquet", PAIRS)
     io.write_table(result.quarantine, out_dir / "quarantine.parquet", QUARANTINE)
+    raw_rows = result.raw_rows if result.raw_rows is not None else result.rows_in
     stats = stats_row(
-        source, result.pairs, rows_in=result.rows_in, dropped=result.dropped, quarantined=result.quarantined
+        source,
+        result.pairs,
+        rows_in=result.rows_in,
+        dropped=result.dropped,
+        quarantined=result.quarantined,
+        raw_rows=raw_rows,
+        unit=result.unit,
     )
     summary = {
         "source": source,
         "split": split,
         "rows_in": result.rows_in,
+        "unit": result.unit,
+        "raw_rows": raw_rows,
         "kept": result.kept,
         "dropped": dict(sorted(result.dropped.items())),
         "quarantined": result.quarantined,

@@ -30,14 +30,28 @@ def conversation_lengths(messages: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def stats_row(
-    source: str, pairs: pa.Table, *, rows_in: int, dropped: Mapping[str, int], quarantined: int
+    source: str,
+    pairs: pa.Table,
+    *,
+    rows_in: int,
+    dropped: Mapping[str, int],
+    quarantined: int,
+    raw_rows: int | None = None,
+    unit: str = "row",
 ) -> dict:
-    """One row of the stats table (contract SOURCE_STATS) for a set of pairs."""
+    """One row of the stats table (contract SOURCE_STATS) for a set of pairs.
+
+    ``unit``: what ``rows_in`` counts. Sources with several responses per prompt
+    (UltraFeedback, HelpSteer) account for candidate comparisons; ``raw_rows`` is then
+    the number of rows read.
+    """
     chosen = conversation_lengths(pairs.column("chosen"))
     rejected = conversation_lengths(pairs.column("rejected"))
     has = len(chosen) > 0
     return {
         "source": source,
+        "raw_rows": int(rows_in if raw_rows is None else raw_rows),
+        "unit": unit,
         "rows_in": int(rows_in),
         "pairs": int(pairs.num_rows),
         "mean_len_chosen": round(float(chosen.mean()), 1) if has else 0.0,
@@ -60,8 +74,11 @@ def total_row(rows: Iterable[Mapping], name: str = "total") -> dict:
     def weighted(key: str) -> float:
         return round(sum(r[key] * r["pairs"] for r in rows) / pairs, 1) if pairs else 0.0
 
+    units = {r["unit"] for r in rows}
     return {
         "source": name,
+        "raw_rows": sum(r["raw_rows"] for r in rows),
+        "unit": units.pop() if len(units) == 1 else "mixed",
         "rows_in": sum(r["rows_in"] for r in rows),
         "pairs": pairs,
         "mean_len_chosen": weighted("mean_len_chosen"),
@@ -76,14 +93,18 @@ def stats_markdown(rows: Iterable[Mapping], *, title: str | None = None) -> str:
     """The stats table as markdown (Prefect artifact, README, closing notes)."""
     lines = [f"### {title}", ""] if title else []
     lines += [
-        f"| source | rows in | pairs | mean len chosen ({LENGTH_UNIT}) | mean len rejected | max len | dropped (rule: n) | quarantined |",
-        "|---|---:|---:|---:|---:|---:|---|---:|",
+        (
+            f"| source | raw rows | accounted (unit) | pairs | mean len chosen ({LENGTH_UNIT}) "
+            "| mean len rejected | max len | dropped (rule: n) | quarantined |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         dropped = json.loads(r["dropped"])
         dropped_text = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "-"
         lines.append(
-            f"| {r['source']} | {r['rows_in']:,} | {r['pairs']:,} | {r['mean_len_chosen']} | "
+            f"| {r['source']} | {r['raw_rows']:,} | {r['rows_in']:,} ({r['unit']}) | {r['pairs']:,} | "
+            f"{r['mean_len_chosen']} | "
             f"{r['mean_len_rejected']} | {r['max_len']:,} | {dropped_text} | {r['quarantined']:,} |"
         )
     return "\n".join(lines) + "\n"

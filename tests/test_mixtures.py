@@ -115,4 +115,4 @@ def test_contract_errors_name_every_column():
 def test_stats_markdown_lists_drops():
     row = stats_row("orca", _pairs("orca", 2), rows_in=5, dropped={"equal_scores": 3}, quarantined=0)
     text = stats_markdown([row])
-    assert "| orca | 5 | 2 |" in text and "equal_scores: 3" in text
+    assert "| orca | 5 | 5 (row) | 2 |" in text and "equal_scores: 3" in text
