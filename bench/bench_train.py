@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import re
 import resource
@@ -135,7 +136,8 @@ def worker_trl(spec: dict) -> dict:
         per_device_train_batch_size=spec["batch"],
         max_steps=spec["steps"],
         learning_rate=spec["lr"],
-        warmup_ratio=0.05,
+        warmup_steps=math.ceil(0.05 * spec["steps"]),
+        lr_scheduler_type="cosine",
         bf16=False,
         use_cpu=True,
         gradient_checkpointing=False,
@@ -151,11 +153,14 @@ def worker_trl(spec: dict) -> dict:
     class Clock(TrainerCallback):
         seconds = 0.0
 
+        cpu = 0.0
+
         def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *a, **k):
             Clock.seconds += time.perf_counter() - self.t0
+            Clock.cpu += time.process_time() - self.c0
 
     trainer = RewardTrainer(
         model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()]
@@ -183,6 +188,7 @@ def worker_trl(spec: dict) -> dict:
         "padding_efficiency": counts["real"] / counts["processed"],
         "real_tokens": counts["real"],
         "seconds": Clock.seconds,
+        "cpu_tokens_per_s": counts["real"] / Clock.cpu,
         "losses": losses,
         "eval_accuracy": accuracy,
         "non_embedding_params": non_embedding_params(model),
@@ -244,6 +250,7 @@ def worker_rmflow(spec: dict) -> dict:
     params = non_embedding_params(load_reward_model(result.model_dir).hf)
     return {
         "tokens_per_s": result.tokens_per_s,
+        "cpu_tokens_per_s": result.real_tokens / result.step_cpu_seconds,
         "padding_efficiency": result.padding_efficiency,
         "losses": sink.series("train/loss"),
         "eval_accuracy": result.metrics["eval/accuracy"],
@@ -296,6 +303,7 @@ def main() -> None:
         "eval_rows": [args.pool, args.pool + args.eval_pairs],
         "lr": args.lr,
     }
+    load_before = os.getloadavg()[0]
     peaks = {d: probe_matmul_peak(d) for d in ("bfloat16", "float32")}
     trl = run_worker("trl", spec)
     spec["kept"] = trl["kept"]
@@ -319,6 +327,12 @@ def main() -> None:
             "rmflow_bf16": round(ours["tokens_per_s"], 1),
             "rmflow_fp32": round(ours32["tokens_per_s"], 1),
         },
+        "tokens_per_cpu_s": {
+            "trl_fp32": round(trl["cpu_tokens_per_s"], 1),
+            "rmflow_bf16": round(ours["cpu_tokens_per_s"], 1),
+            "rmflow_fp32": round(ours32["cpu_tokens_per_s"], 1),
+        },
+        "ratio_per_cpu_s_rmflow_bf16_vs_trl": round(ours["cpu_tokens_per_s"] / trl["cpu_tokens_per_s"], 2),
         "ratio_rmflow_bf16_vs_trl": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
         "ratio_rmflow_fp32_vs_trl": round(ours32["tokens_per_s"] / trl["tokens_per_s"], 2),
         "padding_efficiency": {
@@ -341,7 +355,7 @@ def main() -> None:
         "max_step_loss_gap_bf16_vs_fp32": round(loss_gap, 5),
         "non_embedding_params": ours["non_embedding_params"],
         "torch_threads": ours["threads"],
-        "load_average_after": os.getloadavg()[0],
+        "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
     print(json.dumps(report, indent=2))
 

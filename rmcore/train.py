@@ -77,6 +77,11 @@ class TrainResult:
     padding_efficiency: float
     data: dict[str, int] = field(default_factory=dict)
     """Pair counts: train/eval pairs, truncated sequences, dropped pairs."""
+    real_tokens: int = 0
+    step_seconds: float = 0.0
+    """Wall time of the optimizer steps (what tokens_per_s divides by)."""
+    step_cpu_seconds: float = 0.0
+    """Process CPU time of the same steps (all threads)."""
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -355,6 +360,9 @@ def train_reward_model(
         tokens_per_s=loop.totals.real / max(loop.totals.seconds, 1e-9),
         padding_efficiency=loop.totals.real / max(loop.totals.processed, 1),
         data=loop.data_stats,
+        real_tokens=loop.totals.real,
+        step_seconds=loop.totals.seconds,
+        step_cpu_seconds=loop.cpu_seconds,
     )
 
 
@@ -521,6 +529,7 @@ class _Loop:
         self.totals, self.window = _Window(), _Window()
         self.last_train: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
+        self.cpu_seconds = 0.0  # process CPU time of the steps (less sensitive to a shared CPU)
         self.data_stats = {
             "train_pairs": len(train_pairs),
             "eval_pairs": len(eval_pairs),
@@ -553,7 +562,7 @@ class _Loop:
     def train_step(self, batch: list[int]) -> None:
         """One optimizer step over a global batch (gradient accumulation over micro-batches)."""
         cfg = self.config
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sums: dict[str, float] = {"lr": self.engine.lr()}
         real = processed = 0
         for micro in split_micro_batches(batch, self.lengths, cfg.micro_batch):
@@ -570,6 +579,7 @@ class _Loop:
             real, processed = real + b.real_tokens, processed + b.processed_tokens
         sums["grad_norm"] = self.engine.step()
         seconds = time.perf_counter() - t0
+        self.cpu_seconds += time.process_time() - c0
         self.window.add(sums, real=real, processed=processed, seconds=seconds)
         self.totals.add({}, real=real, processed=processed, seconds=seconds)
 
