@@ -88,3 +88,31 @@ def test_deleted_output_is_rebuilt_not_served_stale(shared_data: Path, tmp_path:
     assert ran(again) == {"mixture flowtest"}
     assert Path(again.result()["mixture"]["path"]).exists()
     assert again.result()["mixture"]["digest"] == first["mixture"]["digest"]
+
+
+def test_rmflow_mix_json_reports_counts_digest_and_missing(shared_data: Path, tmp_path: Path, capsys):
+    import json
+
+    from rmflow.cli import main
+
+    mirror, recipe = _mirror(shared_data, tmp_path), _recipe(tmp_path)
+    code = main(["mix", str(recipe), "--data-dir", str(mirror), "--out", str(tmp_path / "w"), "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["counts"]["pku-saferlhf/train/max-100"] == 100
+    assert out["total"] == sum(out["counts"].values())
+    assert out["missing"] == ["orca/train"] and out["data"].startswith("real data from the local mirror")
+    assert Path(out["output"]).exists() and len(out["digest"]) == 64
+    stats = (Path(out["output"]).parent / "stats.md").read_text()
+    assert "| helpsteer/train/all-pairs | 500 | 706 (candidate) | 460 |" in stats
+
+
+def test_rmflow_mix_refuses_a_bad_recipe_before_any_work(tmp_path: Path, capsys):
+    from rmflow.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "data": {"sources": [{"source": "shp", "per_promt": 1}]}}))
+    assert main(["mix", str(bad), "--out", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown key(s) 'per_promt'" in err and "valid keys" in err
+    assert not (tmp_path / "w").exists()

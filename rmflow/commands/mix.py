@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from rmcore.recipe import load_recipe
+
+    load_recipe(args.recipe)  # refuse a bad recipe before any work (or server) starts
     from flows.mixture import mixture_flow
 
     result = mixture_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)

