@@ -69,11 +69,11 @@ def test_eval_json_scores_and_files(capsys, tmp_path, model_dir, bench_file):
     assert code == 0
     rescored = io.read_table(out / "scores.parquet").to_pandas()
     assert (rescored["score_chosen"] - scores["score_chosen"]).abs().max() < 1e-5
-    code, bf16, _ = run_json(capsys, [*argv, "--bf16", "--json", "--no-plots"])
+    code, bf16, _ = run_json(capsys, [*argv, "--bf16", "--bf16-mode", "weights", "--json", "--no-plots"])
     assert code == 0 and bf16["scoring"]["precision"] == "bf16 weights"
     bf16_scores = io.read_table(out / "scores.parquet").to_pandas()
     assert (bf16_scores["score_chosen"] - scores["score_chosen"]).abs().max() < 0.05
-    code, auto, _ = run_json(capsys, [*argv, "--bf16", "--bf16-mode", "autocast", "--json", "--no-plots"])
+    code, auto, _ = run_json(capsys, [*argv, "--bf16", "--json", "--no-plots"])
     assert code == 0 and auto["scoring"]["precision"] == "bf16 autocast"
 
 

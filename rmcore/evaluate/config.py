@@ -18,8 +18,8 @@ class EvalConfig:
     """Token budget per conversation, truncated from the left; None = the model's own."""
     bf16: bool = False
     """Score in bfloat16 (faster on CPU: see bf16_mode); fp32 when False."""
-    bf16_mode: Literal["weights", "autocast"] = "weights"
-    """bf16 as model weights (fastest on CPU) or as autocast over fp32 weights (more accurate)."""
+    bf16_mode: Literal["autocast", "weights"] = "autocast"
+    """bf16 autocast over fp32 weights (default: more accurate) or bf16 weights (a little faster)."""
     pooling: str = "auto"
     """Passed to ``load_reward_model``: where the reward is read ("auto" = as the model says)."""
     sample_per_subset: int | None = None
