@@ -119,6 +119,15 @@ def test_prior_sets_use_the_2_2_2_2_1_form():
     assert summary["overall"] == pytest.approx((2 * (CHAT + CHAT_HARD + SAFETY + REASONING) + 50.0) / 9)
     assert summary["overall"] == pytest.approx(57.9725, abs=1e-4)
     assert summary["overall_form"] == "2:2:2:2:1 with Prior Sets"
+    assert summary["subsets"]["shp"]["category"] == "Prior Sets"
+
+
+def test_other_pref_sets_are_reported_but_not_averaged():
+    frame, c, r = hand_rows({**PLAN, "mtbench_human": [W, W]})
+    summary = summarize_rewardbench(check_rewardbench(frame, "hand"), c, r, EvalConfig())
+    assert summary["subsets"]["mtbench_human"]["accuracy"] == 0.0
+    assert summary["subsets"]["mtbench_human"]["category"] == "Pref sets (reported, not averaged)"
+    assert summary["overall"] == pytest.approx(58.9691, abs=1e-4)  # unchanged
 
 
 def test_partial_prior_sets_refused():

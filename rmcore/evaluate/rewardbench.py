@@ -22,7 +22,14 @@ from rmcore.evaluate.calibration import calibration_table
 from rmcore.evaluate.config import EvalConfig
 from rmcore.evaluate.intervals import wilson_interval
 from rmcore.evaluate.length_bias import answer_length, length_bias_report
-from rmcore.evaluate.official import SUBSET_MAPPING, aggregate, check_subsets, subset_results
+from rmcore.evaluate.official import (
+    OTHER_PREF_SETS,
+    PRIOR_SETS,
+    SUBSET_MAPPING,
+    aggregate,
+    check_subsets,
+    subset_results,
+)
 from rmcore.evaluate.precision import autocast_dtype, load_model_for_eval, precision_name
 from rmcore.evaluate.rewardbench_data import (
     RewardBenchRows,
@@ -36,7 +43,11 @@ log = logging.getLogger(__name__)
 SCORES_FILE = "scores.parquet"
 SUMMARY_FILE = "rewardbench_summary.json"
 MARKDOWN_FILE = "rewardbench.md"
-CATEGORY_OF = {s: c for c, subsets in SUBSET_MAPPING.items() for s in subsets}
+CATEGORY_OF = {
+    **{s: c for c, subsets in SUBSET_MAPPING.items() for s in subsets},
+    **dict.fromkeys(PRIOR_SETS, "Prior Sets"),
+    **dict.fromkeys(OTHER_PREF_SETS, "Pref sets (reported, not averaged)"),
+}
 
 
 def scores_table(frame: pd.DataFrame, score_chosen: np.ndarray, score_rejected: np.ndarray) -> pa.Table:
@@ -86,7 +97,7 @@ def summarize_rewardbench(
     for name, result in subsets.items():
         idx = groups[name]
         lo, hi = wilson_interval(result["correct"], result["n"])
-        result.update(category=CATEGORY_OF.get(name, "Prior Sets"), ci95=[lo, hi])
+        result.update(category=CATEGORY_OF[name], ci95=[lo, hi])
         result.update(length_bias_report(c[idx], r[idx], len_c[idx], len_r[idx]))
     agg = aggregate(
         {s: v["accuracy"] for s, v in subsets.items()},
