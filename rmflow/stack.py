@@ -225,6 +225,18 @@ def _check_same_stack(cfg: StackConfig) -> None:
             )
 
 
+def _start_servers(cfg: StackConfig, env: dict[str, str], cmds: dict[str, list[str]]) -> list[str]:
+    """Spawn the servers that do not run yet (refusing ports someone else holds); their names."""
+    to_start = [n for n in SERVERS if _running(cfg.home, n) is None]
+    for name, port in ((PREFECT, cfg.prefect_port), (MLFLOW, cfg.mlflow_port)):
+        if name in to_start and stack_procs.port_open(cfg.client_host, port):
+            raise RuntimeError(f"port {port} on {cfg.client_host} is taken by another process "
+                               f"(not started from {cfg.home}); choose another with --{name.split('-')[0]}-port")
+    for name in to_start:
+        stack_procs.spawn(name, cmds[name], env, cfg.project_dir, cfg.home)
+    return to_start
+
+
 def up(cfg: StackConfig, redeploy: bool = False) -> dict[str, Any]:
     """Start whatever part of the stack is not running, deploy, and wait until all is healthy.
 
@@ -238,22 +250,19 @@ def up(cfg: StackConfig, redeploy: bool = False) -> dict[str, Any]:
     for sub in ("logs", "pids", "prefect", "mlflow", "results"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
     env, cmds, t0 = child_env(cfg), commands(cfg), time.monotonic()
-    started: list[str] = []
-    to_start = [n for n in SERVERS if _running(cfg.home, n) is None]
-    for name, port in ((PREFECT, cfg.prefect_port), (MLFLOW, cfg.mlflow_port)):
-        if name in to_start and stack_procs.port_open(cfg.client_host, port):
-            raise RuntimeError(f"port {port} on {cfg.client_host} is taken by another process "
-                               f"(not started from {cfg.home}); choose another with --{name.split('-')[0]}-port")
-    for name in to_start:
-        stack_procs.spawn(name, cmds[name], env, cfg.project_dir, cfg.home)
-        started.append(name)
+    started = _start_servers(cfg, env, cmds)
     _save(cfg)
-    timings: dict[str, float] = _wait_healthy(cfg, list(SERVERS), t0, started)
+    # Prefect first: pools, workers and deploy go on while MLflow is still starting.
+    timings: dict[str, float] = _wait_healthy(cfg, [PREFECT], t0, started)
     workers_down = [n for n in WORKERS if _running(cfg.home, n) is None]
     already_up = not started and not workers_down
-    if not already_up or redeploy:
-        for pool in stack_prefect.POOLS:
-            stack_prefect.ensure_process_pool(cfg.prefect_api_url, pool)
+    setup = not already_up or redeploy
+    for pool in stack_prefect.POOLS if setup else ():
+        stack_prefect.ensure_process_pool(cfg.prefect_api_url, pool)
+    for name in workers_down:
+        stack_procs.spawn(name, cmds[name], env, cfg.project_dir, cfg.home)
+        started.append(name)
+    if setup:
         t_deploy = time.monotonic()
         try:
             stack_prefect.deploy_all(cfg.project_dir, prefect_file, env, cfg.home / "logs" / "deploy.log")
@@ -261,9 +270,7 @@ def up(cfg: StackConfig, redeploy: bool = False) -> dict[str, Any]:
             _fail(cfg, "deploy", "failed", started)
             raise
         timings["deploy"] = round(time.monotonic() - t_deploy, 1)
-    for name in workers_down:
-        stack_procs.spawn(name, cmds[name], env, cfg.project_dir, cfg.home)
-        started.append(name)
+    timings.update(_wait_healthy(cfg, [MLFLOW], t0, started))
     if workers_down:
         timings["workers"] = _wait_workers(cfg, t0, started)
     result = status(cfg.home)
