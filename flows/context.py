@@ -42,7 +42,7 @@ def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str
 
     sample = work / "generated-sample"
     if not (sample / RELATIVE_PATH).exists():
-        write_sample_mirror(sample)
+        write_sample_mirror(sample, rows_per_source=1000)
         write_rewardbench_sample(sample)
     return sample, f"GENERATED sample data (built-in generator, no real rows) at {sample}"
 
