@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,6 +66,55 @@ def _pad_batch(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention[row, : len(ids)] = 1
     return input_ids.to(device), attention.to(device)
+
+
+def _reward_head(model):
+    """The final Linear(hidden -> 1) of a reward model (``classifier`` or ``score``), if any."""
+    import torch
+
+    hf = getattr(model, "hf", model)
+    for name in ("classifier", "score"):
+        head = getattr(hf, name, None)
+        if isinstance(head, torch.nn.Linear) and head.out_features == 1:
+            return head
+    return None
+
+
+@contextmanager
+def fp32_reward_head(model, *, low_precision: bool):
+    """Compute the reward head's output in fp32 while the backbone runs in bf16.
+
+    A bf16 output keeps ~3 significant digits, so rewards of similar answers collapse onto
+    the same bf16 value: measured on 460 RewardBench pairs, ties went from 3 (fp32) to 21
+    (bf16 autocast), and a tie counts as wrong. The hook recomputes the (tiny) last Linear
+    from its input in fp32; the backbone keeps its bf16 speed.
+    """
+    import torch
+
+    head = _reward_head(model) if low_precision else None
+    if head is None:
+        yield
+        return
+
+    def hook(module, args, output):
+        with torch.autocast(device_type=args[0].device.type, enabled=False):
+            bias = None if module.bias is None else module.bias.float()
+            return torch.nn.functional.linear(args[0].float(), module.weight.float(), bias)
+
+    handle = head.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _param_dtype(model):
+    import torch
+
+    try:
+        return next(model.parameters()).dtype
+    except (AttributeError, StopIteration):
+        return torch.float32
 
 
 def _model_device(model):
@@ -124,8 +173,9 @@ def _score_distinct(
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
+    low_precision = autocast_dtype is not None or _param_dtype(model) != torch.float32
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, fp32_reward_head(model, low_precision=low_precision):
             for index in length_sorted_batches([len(ids) for ids in encoded], batch_size):
                 input_ids, attention = _pad_batch([list(encoded[i]) for i in index], pad_id, device)
                 out = model(input_ids, attention)

@@ -103,3 +103,15 @@ def test_identical_inputs_score_once_and_tie_exactly(model):
     assert counting.rows == 7  # the duplicates were not scored again
     assert scores[2] == scores[7] == scores[8]
     np.testing.assert_allclose(scores[:7], score_conversations(model, convs[:7], batch_size=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("bf16_weights", [False, True], ids=["autocast", "bf16-weights"])
+def test_bf16_rewards_are_not_rounded_to_bf16(tmp_path, bf16_weights):
+    # A bf16 head output has ~3 significant digits: similar answers would tie (= wrong).
+    folder = build_tiny_model_dir(tmp_path / "m", "bert", pooling="cls")
+    model = load_reward_model(str(folder), max_length=48, dtype=torch.bfloat16 if bf16_weights else None)
+    dtype = None if bf16_weights else torch.bfloat16
+    rewards = score_conversations(model, conversations(), batch_size=4, autocast_dtype=dtype)
+    as_bf16 = torch.tensor(rewards).to(torch.bfloat16).double().numpy()
+    assert (rewards != as_bf16).sum() >= len(rewards) // 2  # fp32 head: off the bf16 grid
+    assert len(set(rewards.tolist())) == len(rewards)
