@@ -206,6 +206,7 @@ def collate_pairs(
     pad_id: int,
     margins: Sequence[float] | None = None,
     max_groups: int = 1,
+    group_overhead: int = 32,
 ) -> PairBatch:
     """Right-pad chosen + rejected sequences (chosen block first), optionally in length groups."""
     from rmcore.batching import length_groups
@@ -218,7 +219,7 @@ def collate_pairs(
     if max_groups <= 1:
         index_groups = [list(range(len(seqs)))]
     else:
-        index_groups = length_groups([len(s) for s in seqs], max_groups)
+        index_groups = length_groups([len(s) for s in seqs], max_groups, overhead=group_overhead)
     groups = []
     for idx in index_groups:
         ids, mask = _pad([seqs[i] for i in idx], pad_id)

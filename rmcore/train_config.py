@@ -54,6 +54,8 @@ class TrainConfig:
     mega_batches: int = 32
     max_groups: int = 4
     """Split each micro-batch's 2B sequences into at most this many padded sub-batches (1 = one rectangle)."""
+    group_overhead: int = 32
+    """Tokens charged per extra sub-batch: a split is made only when it saves more padding than this."""
     seed: int = 42
     bf16: bool | Literal["auto"] = "auto"
     """bf16 autocast. "auto": on with a GPU, off on CPU (set true on CPU after checking accuracy, see bench/)."""
