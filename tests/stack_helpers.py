@@ -159,10 +159,13 @@ def get_json(url: str, body: Any = None, timeout: float = 10) -> Any:
         return json.loads(response.read())
 
 
-def run_deployment(api_url: str, flow_name: str, deployment: str, timeout: float) -> dict[str, Any]:
-    """Start a run of a deployment through the REST API and wait for a final state."""
+def run_deployment(
+    api_url: str, flow_name: str, deployment: str, timeout: float, parameters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Start a run of a deployment through the REST API (as the UI's form does) and wait for a final state."""
     dep = get_json(f"{api_url}/deployments/name/{flow_name}/{deployment}")
-    run = get_json(f"{api_url}/deployments/{dep['id']}/create_flow_run", {})
+    body = {"parameters": parameters} if parameters else {}
+    run = get_json(f"{api_url}/deployments/{dep['id']}/create_flow_run", body)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = get_json(f"{api_url}/flow_runs/{run['id']}")

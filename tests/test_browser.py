@@ -41,13 +41,34 @@ def ran_pipeline(tmp_path_factory: pytest.TempPathFactory):
     try:
         up = rmflow("up", "--home", str(home), "--project-dir", str(project),
                     "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()))
-        run = run_deployment(up["prefect_url"] + "/api", "rmflow-pipeline", "pipeline", PIPELINE_TIMEOUT)
+        run = run_deployment(
+            up["prefect_url"] + "/api", "rmflow-pipeline", "pipeline", PIPELINE_TIMEOUT,
+            parameters=small_pipeline(tmp) if _real else None,
+        )
         worker_log = (home / "logs" / "worker-cpu.log").read_text(errors="replace")[-4000:]
         assert run["state"]["type"] == "COMPLETED", f"pipeline run ended {run['state']}:\n{worker_log}"
         yield {"up": up, "run": run, "shots": shots, "home": home}
     finally:
         subprocess.run([sys.executable, "-m", "rmflow.cli", "down", "--home", str(home)],
                        check=False, capture_output=True, timeout=120)
+
+
+def small_pipeline(tmp: Path) -> dict[str, str]:
+    """Deployment parameters for a quick real run: the demo recipe with a tiny model, small data."""
+    import yaml
+    from tiny import build_tiny_model_dir
+
+    from rmcore.sample_data import write_sample_mirror
+    from rmcore.sample_rewardbench import write_rewardbench_sample
+
+    data = write_sample_mirror(tmp / "data", rows_per_source=40)
+    write_rewardbench_sample(data, per_subset=2)
+    recipe = yaml.safe_load((Path(__file__).parents[1] / "deployments/recipes/demo.yaml").read_text())
+    recipe["train"].update(model=str(build_tiny_model_dir(tmp / "tiny")), max_length=96, bf16=False)
+    recipe["eval"].update(sample_per_subset=1, bf16=False, max_length=96)
+    path = tmp / "browser-recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return {"recipe": str(path), "data_dir": str(data)}
 
 
 def _champion(mlflow_url: str) -> tuple[str, dict]:
