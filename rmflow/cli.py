@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     # Without `rmflow up`, flows run on an ephemeral Prefect API; its 20 s start-up budget
     # is too short on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "rmcore,tasks,flows")
     args = build_parser().parse_args(argv)
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

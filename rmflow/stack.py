@@ -102,6 +102,8 @@ def child_env(cfg: StackConfig) -> dict[str, str]:
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{cfg.home / 'prefect' / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_TO_API_ENABLED": "true",
+            # rmcore logs through `logging`: ship its records to the flow-run logs in the UI.
+            "PREFECT_LOGGING_EXTRA_LOGGERS": "rmcore,tasks,flows",
             # A string result_storage is read as a block slug; a path must go here instead.
             "PREFECT_LOCAL_STORAGE_PATH": str(cfg.home / "results"),
             "MLFLOW_TRACKING_URI": cfg.mlflow_url,
