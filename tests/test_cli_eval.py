@@ -64,6 +64,13 @@ def test_eval_json_scores_and_files(capsys, tmp_path, model_dir, bench_file):
     assert summary["overall"] == result["overall"]
     assert (out / "rewardbench_rewards.png").exists() and (out / "rewardbench_calibration.png").exists()
 
+
+def test_eval_batch_size_and_precision(capsys, tmp_path, model_dir, bench_file):
+    out = tmp_path / "out"
+    argv = ["eval", str(model_dir), "--rewardbench", str(bench_file), "--out", str(out), "--max-length", "32"]
+    code, _, _ = run_json(capsys, [*argv, "--batch-size", "5", "--json", "--no-plots"])
+    assert code == 0
+    scores = io.read_table(out / "scores.parquet").to_pandas()
     # a different batch size and bf16: same scores within float noise / bf16 rounding
     code, _, _ = run_json(capsys, [*argv, "--batch-size", "1", "--json", "--no-plots"])
     assert code == 0
