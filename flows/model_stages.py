@@ -104,13 +104,14 @@ def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_i
         create_markdown_artifact(
             key=f"rewardbench-{ctx.recipe.name}".lower(),
             markdown=(rb_dir / "rewardbench.md").read_text() + f"\n\nData: {ctx.data_label}\n",
-            description=f"RewardBench, overall {rb['overall']:.2f}",
+            description=f"RewardBench, overall {rb['overall']}",
         )
     if run_id:
         metrics = {}
         if "rewardbench" in evaluated:
             rb = evaluated["rewardbench"]
-            metrics["rewardbench/overall"] = rb["overall"]
+            if rb["overall"] is not None:
+                metrics["rewardbench/overall"] = rb["overall"]
             metrics.update({f"rewardbench/{k}": v for k, v in rb["categories"].items()})
             metrics.update({f"rewardbench/subset/{k}": v["accuracy"] for k, v in rb["subsets"].items()})
         for source, result in evaluated.get("heldout", {}).items():

@@ -68,8 +68,9 @@ def summary_markdown(s: dict) -> str:
     if s["rewardbench"]:
         rb = s["rewardbench"]
         sampled = " (stratified sample)" if rb.get("sampled") else ""
-        cats = ", ".join(f"{k} {v:.1f}" for k, v in rb["categories"].items())
-        lines += [f"- RewardBench overall{sampled}: **{rb['overall']:.2f}** ({cats})"]
+        cats = ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} n/a" for k, v in rb["categories"].items())
+        overall = "n/a (incomplete)" if rb["overall"] is None else f"{rb['overall']:.2f}"
+        lines += [f"- RewardBench overall{sampled}: **{overall}** ({cats})"]
     for source, h in s["heldout"].items():
         lines += [
             f"- held-out {source}: accuracy {h['accuracy']}, length-only rule {h['length_rule_accuracy']}"

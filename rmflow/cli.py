@@ -8,6 +8,7 @@ person otherwise. Any failure exits non-zero with a one-line reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -78,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        emit(args.func(args), args)
+        if getattr(args, "json", False):
+            # --json promises one JSON object on stdout: anything a library prints goes to stderr.
+            with contextlib.redirect_stdout(sys.stderr):
+                result = args.func(args)
+        else:
+            result = args.func(args)
+        emit(result, args)
     except KeyboardInterrupt:
         print("rmflow: interrupted", file=sys.stderr)
         return 130

@@ -68,6 +68,6 @@ def evaluate_task(
             mark_success(tmp, {"key": key})
     result = io.read_json(out / "eval_summary.json")
     result["dir"] = str(out)
-    if "rewardbench" in result:
+    if result.get("rewardbench", {}).get("overall") is not None:
         logger.info("RewardBench overall %.2f", result["rewardbench"]["overall"])
     return result
