@@ -53,8 +53,11 @@ def emit(result: Any, args: argparse.Namespace) -> None:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Log to whatever ``sys.stderr`` is at the time of the record (not at set-up)."""
+class StderrHandler(logging.StreamHandler):
+    """Log to whatever ``sys.stderr`` is at the time of the record (not at set-up).
+
+    Its name must not start with "_": Prefect keeps root handlers it sees as the user's own.
+    """
 
     @property
     def stream(self):
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "rmcore,tasks,flows")
     args = build_parser().parse_args(argv)
-    handler = _StderrHandler()
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("httpx", "httpcore", "urllib3", "alembic"):
