@@ -56,15 +56,32 @@ class StageCache(CachePolicy):
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
         key = stage_key(self.stage, **{k: inputs.get(k) for k in self.key_params})
-        output_gone = self.output_of is not None and not (self.output_of(key, inputs) / "_SUCCESS").exists()
+        output_gone = self.output_of is not None and not is_complete(self.output_of(key, inputs))
         if output_gone and task_ctx.result_store is not None and task_ctx.result_store.exists(key):
             # A result is on record but its outputs were deleted: a fresh key forces a rebuild.
             return f"{key}-rebuild-{uuid.uuid4().hex}"
         return key
 
 
-def mark_success(out_dir: Path, summary: dict[str, Any]) -> None:
-    """Written last inside a stage's output folder: the folder is complete."""
+SUCCESS = "_SUCCESS"
+
+
+def is_complete(out_dir: Path) -> bool:
+    """A stage folder is complete once its marker exists (written last, before publishing)."""
+    return (out_dir / SUCCESS).exists()
+
+
+def mark_complete(out_dir: Path) -> None:
+    (out_dir / SUCCESS).touch()
+
+
+def build_once(out_dir: Path, build: Callable[[Path], Any]) -> None:
+    """Unless ``out_dir`` is complete, run ``build(tmp)`` in a temp folder, mark it complete and
+    publish it as ``out_dir`` by one rename (a concurrent identical build keeps the first)."""
     from rmcore import io
 
-    io.write_json(summary, out_dir / "_SUCCESS")
+    if is_complete(out_dir):
+        return
+    with io.atomic_dir(out_dir) as tmp:
+        build(tmp)
+        mark_complete(tmp)

