@@ -130,7 +130,7 @@ def worker_trl(spec: dict) -> dict:
             "idx": list(range(len(rows))),
         }
     )
-    model = AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=1, use_safetensors=True)
     args = RewardConfig(
         output_dir=spec["tmp"],
         per_device_train_batch_size=spec["batch"],
