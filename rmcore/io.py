@@ -6,6 +6,7 @@ into place, so a killed stage never leaves a partial file under the final name.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,20 +26,47 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _write_error(dest: Path, e: OSError) -> OSError:
+    """A disk-full / permission error re-raised as the same OSError kind, naming ``dest`` (not a temp
+    file) and the fix; other errors unchanged. The previous ``dest``, if any, is untouched."""
+    if e.errno in _NO_SPACE:
+        fix = f"free space on the disk holding {dest.parent} (or raise the file-size limit), then rerun"
+    elif e.errno in _NO_ACCESS:
+        fix = f"make {dest.parent} writable for this user or choose another output folder, then rerun"
+    else:
+        return e
+    kept = "; the previous one is unchanged" if dest.exists() else ""
+    return OSError(e.errno, f"cannot write {dest}: {e.strerror or e}{kept}. Fix: {fix}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    On failure the temp file is removed and ``path`` keeps its previous content; a disk-full
+    or permission error names ``path``.
+    """
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp_path, dest)
+    except OSError as e:
+        named = _write_error(dest, e)
+        if named is e:
+            raise
+        raise named from e
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -112,8 +140,14 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     import shutil
 
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as e:
+        named = _write_error(dest, e)
+        if named is e:
+            raise
+        raise named from e
     try:
         yield tmp
         try:
