@@ -15,8 +15,10 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,29 @@ PARQUET_LAYOUT = "data/{split}-*.parquet"
 
 class SourceNotFound(FileNotFoundError):
     """No files for a source/split; the message names every path looked at."""
+
+
+class CorruptSourceFile(ValueError):
+    """A mirror file that cannot be decoded (truncated transfer, bad gzip, not Parquet); names the file."""
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Decode errors of ``path`` (truncated transfer, bad gzip, not Parquet) as CorruptSourceFile naming it."""
+    try:
+        yield
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (EOFError, OSError, zlib.error, pa.ArrowInvalid) as e:
+        raise CorruptSourceFile(
+            f"{path}: cannot be read, the file is truncated or corrupt ({type(e).__name__}: {e}). "
+            "Nothing was taken from it. Fix: fetch this file into the mirror again."
+        ) from e
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
+    with _decoding(path):
+        return pq.ParquetFile(path)
 
 
 @dataclass
@@ -188,12 +213,14 @@ def read_files(
         if path.suffix == ".parquet":
             # One thread: sources are cleaned in parallel by the flows, so a threaded
             # reader only oversubscribes the cores (2x slower measured on 2 busy cores).
-            pf = pq.ParquetFile(path)
-            t = pf.read(columns=_present(pf, columns), use_threads=False)
+            pf = _parquet_file(path)
+            with _decoding(path):
+                t = pf.read(columns=_present(pf, columns), use_threads=False)
             t = t.append_column(SOURCE_ROW, pa.array(range(next_row, next_row + t.num_rows), pa.int64()))
             next_row += t.num_rows
         else:
-            rows, numbers, file_bad = _json_rows(path, next_row)
+            with _decoding(path):  # a truncated or damaged .gz: never a partial read
+                rows, numbers, file_bad = _json_rows(path, next_row)
             next_row += len(rows) + len(file_bad)
             t, type_bad = rows_to_table(rows, numbers, str(path))
             bad += file_bad + type_bad
@@ -210,12 +237,15 @@ def iter_parquet_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream the rows of Parquet files (in order, projected to ``columns`` where present)."""
     for path in paths:
-        pf = pq.ParquetFile(path)
-        yield from pf.iter_batches(batch_size=batch_rows, columns=_present(pf, columns), use_threads=False)
+        pf = _parquet_file(path)
+        with _decoding(path):
+            yield from pf.iter_batches(
+                batch_size=batch_rows, columns=_present(pf, columns), use_threads=False
+            )
 
 
 def parquet_rows(paths: list[Path]) -> int:
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    return sum(_parquet_file(p).metadata.num_rows for p in paths)
 
 
 def full_rows_json(files: list[str], rows: set[int]) -> dict[int, str]:
