@@ -86,6 +86,38 @@ def download_source(source: str, split: str, data_dir: Path | None, out_dir: Pat
     return manifest
 
 
+class ChecksumMismatch(ValueError):
+    """A downloaded raw.parquet whose bytes no longer match the sha256 in its manifest."""
+
+
+def verify_download(raw_dir: Path) -> dict:
+    """The download manifest of ``raw_dir``, after checking raw.parquet still has its recorded sha256.
+
+    A file changed after download (disk fault, truncated copy, hand edit) is refused, never read.
+    """
+    raw_dir = Path(raw_dir)
+    manifest = io.read_json(raw_dir / "manifest.json")
+    raw = raw_dir / "raw.parquet"
+    actual = io.file_sha256(raw)
+    if actual != manifest["sha256"]:
+        raise ChecksumMismatch(
+            f"{raw}: sha256 {actual} does not match {manifest['sha256']} recorded in "
+            f"{raw_dir / 'manifest.json'}; the file changed after download and is not used. "
+            f"Fix: delete {raw_dir} and run the download stage again (the pipeline refetches it)."
+        )
+    return manifest
+
+
+def download_intact(raw_dir: Path) -> bool:
+    """True if ``raw_dir`` holds a manifest and a raw.parquet matching its sha256 (the cache check)."""
+    try:
+        verify_download(raw_dir)
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("%s: download not intact, refetching: %s", raw_dir, e)
+        return False
+    return True
+
+
 def quarantine_table(source: str, bad_rows: list) -> pa.Table:
     """Rows that could not even be read (bad JSON, bad encoding) as quarantine rows."""
     rows = [
@@ -99,6 +131,7 @@ def clean_downloaded(source: str, split: str, raw_dir: Path, options: CleanOptio
     from rmcore.sources.registry import get_adapter
 
     adapter = get_adapter(source)
+    verify_download(raw_dir)
     raw = io.read_table(raw_dir / "raw.parquet")
     unreadable = io.read_table(raw_dir / "bad_rows.parquet", QUARANTINE)
     result: CleanResult = adapter.clean(raw, options, split=split)

@@ -45,20 +45,22 @@ class StageCache(CachePolicy):
     """Prefect cache policy: key = ``stage_key`` of the task's key parameters.
 
     ``key_params`` names the parameters that are key material; ``output_of`` maps
-    (key, parameters) to the output folder whose completeness a hit requires.
+    (key, parameters) to the output folder whose completeness a hit requires; ``intact``
+    (optional) also checks a complete folder's content (e.g. checksums), else it is rebuilt.
     """
 
     stage: str = ""
     key_params: tuple[str, ...] = ()
     output_of: Callable[[str, dict[str, Any]], Path] | None = None
+    intact: Callable[[Path], bool] | None = None
 
     def compute_key(
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
         key = stage_key(self.stage, **{k: inputs.get(k) for k in self.key_params})
-        output_gone = self.output_of is not None and not is_complete(self.output_of(key, inputs))
+        output_gone = self.output_of is not None and not is_usable(self.output_of(key, inputs), self.intact)
         if output_gone and task_ctx.result_store is not None and task_ctx.result_store.exists(key):
-            # A result is on record but its outputs were deleted: a fresh key forces a rebuild.
+            # A result is on record but its outputs were deleted or altered: a fresh key forces a rebuild.
             return f"{key}-rebuild-{uuid.uuid4().hex}"
         return key
 
@@ -71,17 +73,36 @@ def is_complete(out_dir: Path) -> bool:
     return (out_dir / SUCCESS).exists()
 
 
+def is_usable(out_dir: Path, intact: Callable[[Path], bool] | None = None) -> bool:
+    """Complete, and (if given) ``intact(out_dir)`` confirms its content is what was written."""
+    return is_complete(out_dir) and (intact is None or intact(out_dir))
+
+
 def mark_complete(out_dir: Path) -> None:
     (out_dir / SUCCESS).touch()
 
 
-def build_once(out_dir: Path, build: Callable[[Path], Any]) -> None:
-    """Unless ``out_dir`` is complete, run ``build(tmp)`` in a temp folder, mark it complete and
-    publish it as ``out_dir`` by one rename (a concurrent identical build keeps the first)."""
+def build_once(
+    out_dir: Path, build: Callable[[Path], Any], intact: Callable[[Path], bool] | None = None
+) -> None:
+    """Unless ``out_dir`` is complete (and ``intact``), run ``build(tmp)`` in a temp folder, mark it
+    complete and publish it as ``out_dir`` by one rename (a concurrent identical build keeps the first).
+
+    A complete folder that fails ``intact`` is moved aside and deleted first, so it is rebuilt.
+    """
+    import shutil
+
     from rmcore import io
 
     if is_complete(out_dir):
-        return
+        if intact is None or intact(out_dir):
+            return
+        stale = out_dir.with_name(f".{out_dir.name}.stale-{uuid.uuid4().hex}")
+        try:
+            os.rename(out_dir, stale)  # one rename: readers see the old folder or none, never a mix
+        except FileNotFoundError:
+            pass  # a concurrent run moved it first
+        shutil.rmtree(stale, ignore_errors=True)
     with io.atomic_dir(out_dir) as tmp:
         build(tmp)
         mark_complete(tmp)

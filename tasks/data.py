@@ -25,7 +25,10 @@ def _download_dir(key: str, p: dict[str, Any]) -> Path:
     name="download",
     task_run_name="download {source} [{split}]",
     cache_policy=StageCache(
-        stage="download", key_params=("source", "split", "input_digest", "work"), output_of=_download_dir
+        stage="download",
+        key_params=("source", "split", "input_digest", "work"),
+        output_of=_download_dir,
+        intact=stage_data.download_intact,
     ),
     persist_result=True,
     result_serializer="json",
@@ -39,7 +42,9 @@ def download_task(source: str, split: str, data_dir: str | None, input_digest: s
     key = stage_key("download", **params)
     out = _download_dir(key, params)
     build_once(
-        out, lambda tmp: stage_data.download_source(source, split, Path(data_dir) if data_dir else None, tmp)
+        out,
+        lambda tmp: stage_data.download_source(source, split, Path(data_dir) if data_dir else None, tmp),
+        intact=stage_data.download_intact,
     )
     manifest = io.read_json(out / "manifest.json")
     get_run_logger().info("%s/%s: %d raw rows from %s", source, split, manifest["rows"], manifest["origin"])
