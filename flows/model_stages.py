@@ -16,6 +16,8 @@ from tasks.ranking import leaderboard_task
 from tasks.register import register_task
 from tasks.train import train_task
 
+TRUST_TAG = "rmflow.trust_remote_code"
+"""Run and model-version tag: "true" when the recipe let the backbone's own Python code run."""
 REWARDBENCH_FILE = Path("allenai/reward-bench/data/filtered-00000-of-00001.parquet")
 
 
@@ -31,6 +33,11 @@ def rewardbench_input(ctx: RunContext) -> tuple[str | None, str | None]:
     return str(path), io.file_sha256(path)
 
 
+def trust_remote_code(ctx: RunContext) -> str:
+    """ "true"/"false": whether the recipe's train section turns on trust_remote_code."""
+    return str(ctx.recipe.train.get("trust_remote_code", False) is True).lower()
+
+
 def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: dict | None) -> str:
     """The pipeline run's MLflow run with params and dataset lineage."""
     run_id = tracking.start_pipeline_run(
@@ -40,6 +47,7 @@ def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: 
             "rmflow.recipe": ctx.recipe.name,
             "rmflow.data": ctx.data_label,
             "rmflow.prefect_flow_run": flow_run_id,
+            TRUST_TAG: trust_remote_code(ctx),
         },
     )
     tracking.log_params(
@@ -129,6 +137,7 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
         "rmflow.train_config_hash": trained["config_hash"],
         "rmflow.git_revision": tracking.git_revision() or "unknown",
         "rmflow.data": ctx.data_label,
+        TRUST_TAG: trust_remote_code(ctx),
     }
     if mixture:
         tags["rmflow.mixture_digest"] = mixture["digest"]

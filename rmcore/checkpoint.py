@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,14 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG from ``path``; return its trainer state."""
     model.load_state_dict(load_file(str(path / "model.safetensors")))
-    blob = torch.load(path / "training_state.pt", weights_only=True)
+    try:
+        blob = torch.load(path / "training_state.pt", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(
+            f"{path / 'training_state.pt'}: refused to resume from it: it holds objects other than "
+            "tensors and plain containers (loading them could run code), so rmflow did not write it. "
+            f"Delete {path} to resume from an earlier checkpoint or start over. ({str(e)[:200]})"
+        ) from e
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["rng_cpu"])

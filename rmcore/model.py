@@ -51,6 +51,7 @@ class RewardModel(torch.nn.Module):
         max_length: int,
         truncation: str = "left",
         norm_stats: dict[str, float] | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in ("last", "mean", "cls"):
@@ -61,6 +62,8 @@ class RewardModel(torch.nn.Module):
         self.max_length = max_length
         self.truncation = truncation
         self.norm_stats = norm_stats
+        self.trust_remote_code = trust_remote_code
+        """Whether the backbone was loaded with custom (repository) code: recorded when saved."""
         if pooling == "mean":
             _linear_head(hf)  # fail at load time, not at the first batch
 
@@ -98,6 +101,7 @@ class RewardModel(torch.nn.Module):
                 "max_length": self.max_length,
                 "truncation": self.truncation,
                 "norm_stats": self.norm_stats,
+                "trust_remote_code": self.trust_remote_code,
                 "rmcore_version": rmcore.__version__,
             },
             out / REWARD_JSON,
@@ -180,6 +184,26 @@ def ensure_pad_token(tokenizer: Any, hf: torch.nn.Module) -> bool:
     return added
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(folder: Path) -> None:
+    """Refuse a local model folder whose weights exist only in a pickle format.
+
+    Loading ``pytorch_model.bin`` unpickles it, which can run any code the file's author
+    chose; rmflow reads weights from ``*.safetensors`` only.
+    """
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json")):
+        return
+    pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
+    if pickled:
+        raise FileNotFoundError(
+            f"{folder}: no *.safetensors weights, only {', '.join(pickled)} (pickle format, refused: "
+            "unpickling can run arbitrary code). Convert the weights to safetensors with a tool you "
+            "trust, e.g. model.save_pretrained(dir, safe_serialization=True) on a machine you can risk."
+        )
+
+
 def load_reward_model(
     name_or_path: str | Path,
     *,
@@ -190,7 +214,10 @@ def load_reward_model(
 ) -> RewardModel:
     """Load any HF checkpoint (or a saved rmflow reward model) as a pad-safe ``RewardModel``.
 
-    Safetensors only. ``max_length`` defaults to the saved value, else min(tokenizer max, 512).
+    Safetensors only (a folder with only pickle weights is refused). ``trust_remote_code``
+    (off unless a recipe sets it) lets a repository's own Python code run; the saved
+    ``rmflow_reward.json`` records it, but loading never turns it on from that file.
+    ``max_length`` defaults to the saved value, else min(tokenizer max, 512).
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -198,6 +225,8 @@ def load_reward_model(
     saved: dict[str, Any] = {}
     if folder is not None and (folder / REWARD_JSON).exists():
         saved = json.loads((folder / REWARD_JSON).read_text())
+    if folder is not None:
+        require_safetensors(folder)
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     hf = AutoModelForSequenceClassification.from_pretrained(
         str(name_or_path),
@@ -219,4 +248,5 @@ def load_reward_model(
         max_length=max_length,
         truncation=saved.get("truncation", "left"),
         norm_stats=saved.get("norm_stats"),
+        trust_remote_code=trust_remote_code,
     )

