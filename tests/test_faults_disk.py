@@ -1,0 +1,275 @@
+"""Disk full and permission denied on the output directory.
+
+What must hold: the write fails with an error that names the destination path (not a temp
+file) and keeps the errno; the previous good output keeps its exact bytes; no temp file or
+temp folder is left behind; a stage folder is published whole or not at all.
+
+Real mechanisms, each in a child process (``python tests/test_faults_disk.py CONFIG``):
+
+- **permission denied**: the output folder is mode 0555 and the child is unprivileged. As
+  root, chmod alone does not stop writes, so a root test process drops the child to
+  ``nobody`` (setgid/setuid) first; as another user the mode is enough.
+- **disk full**: ``RLIMIT_FSIZE`` with SIGXFSZ ignored, so a write past the limit fails with
+  EFBIG ("File too large") at the write that crosses it, like ENOSPC on a full disk. A small
+  tmpfs would give a real ENOSPC but mounting needs privileges CI does not have; the rlimit
+  works for any user. rmcore.io treats ENOSPC, EFBIG and EDQUOT alike.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve()
+ROWS = 40
+LIMIT = 16 * 1024
+"""File-size limit in the disk-full child: every new output below is larger, every old one smaller."""
+
+
+# --- the child ---------------------------------------------------------------------------------
+
+
+def _drop_privileges() -> None:
+    """Become ``nobody`` when running as root (root ignores file modes); otherwise nothing."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    os.setgroups([])
+    os.setgid(nobody.pw_gid)
+    os.setuid(nobody.pw_uid)
+
+
+def _fill_disk(limit: int) -> None:
+    """Writes that would make any file larger than ``limit`` bytes fail with EFBIG."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def big_table(seed: int):
+    """~200 KB of incompressible text (a new output larger than LIMIT)."""
+    import random
+
+    import pyarrow as pa
+
+    rng = random.Random(seed)
+    return pa.table({"text": [f"{rng.getrandbits(256):064x}" for _ in range(3000)]})
+
+
+def _act(action: str, args: dict) -> None:
+    from rmcore import io
+
+    if action == "write_table":
+        io.write_table(big_table(1), args["dest"], None)
+    elif action == "write_json":
+        io.write_json({"text": big_table(1).column("text").to_pylist()}, args["dest"])
+    elif action == "write_text":
+        io.write_text("\n".join(big_table(1).column("text").to_pylist()), args["dest"])
+    elif action == "download_stage":  # what tasks.data.download_task does, without Prefect
+        from rmcore.stage_data import download_source
+        from tasks.caching import build_once
+
+        build_once(
+            Path(args["dest"]), lambda tmp: download_source("helpsteer", "train", Path(args["mirror"]), tmp)
+        )
+    else:
+        raise ValueError(action)
+
+
+def _import_everything(action: str) -> None:
+    """Import what the action uses while still able to: as ``nobody`` the interpreter's own
+    library (under /root here) may be unreadable."""
+    import importlib
+
+    names = ["gzip", "random", "pyarrow.parquet", "rmcore.io"]
+    if action == "download_stage":
+        names += ["rmcore.sources.mirror", "rmcore.sources.registry", "rmcore.stage_data", "tasks.caching"]
+    for name in names:
+        importlib.import_module(name)
+
+
+def child_main(config: dict) -> int:
+    _import_everything(config["action"])
+    if config.get("unprivileged"):
+        _drop_privileges()
+    if config.get("limit"):
+        _fill_disk(config["limit"])
+    try:
+        _act(config["action"], config["args"])
+    except Exception as e:  # noqa: BLE001 - reported to the test, which checks the kind
+        print(json.dumps({"type": type(e).__name__, "errno": getattr(e, "errno", None), "message": str(e)}))
+        return 3
+    print(json.dumps({"type": None}))
+    return 0
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+def run_child(action: str, *, unprivileged: bool = False, limit: int | None = None, **args: str) -> dict:
+    config = {"action": action, "args": args, "unprivileged": unprivileged, "limit": limit}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(HERE), json.dumps(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"child printed nothing (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    return json.loads(lines[-1])
+
+
+@pytest.fixture
+def shared_tmp():
+    """A temp folder every user can traverse (pytest's tmp_path is 0700 root's, not nobody's)."""
+    if os.geteuid() == 0:
+        try:
+            import pwd
+
+            pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("running as root and there is no 'nobody' user to drop to")
+    root = Path(tempfile.mkdtemp(prefix="rmflow-disk-faults-"))
+    root.chmod(0o755)
+    yield root
+    for p in [root, *root.rglob("*")]:
+        if p.is_dir():
+            p.chmod(0o755)
+    shutil.rmtree(root)
+
+
+def old_output(folder: Path, name: str) -> tuple[Path, bytes]:
+    """A previous good output ``folder/name`` (small: fits under LIMIT) and its bytes."""
+    import pyarrow as pa
+
+    from rmcore import io
+
+    dest = folder / name
+    if name.endswith(".parquet"):
+        io.write_table(pa.table({"text": ["previous good output"]}), dest, None)
+    elif name.endswith(".json"):
+        io.write_json({"text": ["previous good output"]}, dest)
+    else:
+        io.write_text("previous good output\n", dest)
+    assert dest.stat().st_size < LIMIT
+    return dest, dest.read_bytes()
+
+
+WRITERS = [("write_table", "pairs.parquet"), ("write_json", "summary.json"), ("write_text", "stats.md")]
+
+
+@pytest.mark.parametrize(("action", "name"), WRITERS)
+def test_permission_denied_names_the_path_and_keeps_the_old_file(shared_tmp: Path, action: str, name: str):
+    out = shared_tmp / "out"
+    dest, before = old_output(out, name)
+    out.chmod(0o555)
+
+    error = run_child(action, unprivileged=True, dest=str(dest))
+
+    assert error["type"] == "PermissionError"
+    assert error["errno"] == errno.EACCES
+    assert error["message"].startswith(
+        f"[Errno 13] cannot write {dest}: Permission denied; the previous one is"
+    )
+    assert f"Fix: make {out} writable" in error["message"]
+    assert dest.read_bytes() == before
+    assert sorted(os.listdir(out)) == [name]
+
+
+@pytest.mark.parametrize(("action", "name"), WRITERS)
+def test_disk_full_names_the_path_keeps_the_old_file_and_leaves_no_temp(
+    shared_tmp: Path, action: str, name: str
+):
+    out = shared_tmp / "out"
+    dest, before = old_output(out, name)
+
+    error = run_child(action, limit=LIMIT, dest=str(dest))
+
+    assert error["type"] == "OSError"
+    assert error["errno"] == errno.EFBIG
+    assert error["message"].startswith(f"[Errno 27] cannot write {dest}: ")
+    assert (
+        "File too large; the previous one is unchanged. Fix: free space on the disk holding"
+        in error["message"]
+    )
+    assert dest.read_bytes() == before
+    assert sorted(os.listdir(out)) == [name]
+
+
+def helpsteer_mirror(root: Path) -> Path:
+    from rmcore.sample_data import write_sample_mirror
+
+    generated = write_sample_mirror(root / "generated", rows_per_source=ROWS, seed=3)
+    mirror = root / "mirror"
+    rel = "nvidia/HelpSteer/train.jsonl.gz"
+    (mirror / rel).parent.mkdir(parents=True)
+    shutil.copy(generated / rel, mirror / rel)
+    return mirror
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_disk_full_during_a_stage_publishes_no_folder_and_keeps_the_previous_one(shared_tmp: Path):
+    from rmcore.stage_data import download_source
+    from tasks.caching import build_once
+
+    mirror = helpsteer_mirror(shared_tmp)
+    stages = shared_tmp / "work" / "raw" / "helpsteer" / "train"
+    previous = stages / "key-of-the-previous-run"
+    build_once(previous, lambda tmp: download_source("helpsteer", "train", mirror, tmp))
+    before = tree(stages)
+    assert set(before) == {
+        f"key-of-the-previous-run/{f}"
+        for f in ("_SUCCESS", "bad_rows.parquet", "manifest.json", "manifest.parquet", "raw.parquet")
+    }
+    raw_size = (previous / "raw.parquet").stat().st_size
+
+    new = stages / "key-of-this-run"
+    error = run_child("download_stage", limit=raw_size // 2, dest=str(new), mirror=str(mirror))
+
+    assert error["errno"] == errno.EFBIG
+    assert error["message"].startswith(f"[Errno 27] cannot write {stages}/.key-of-this-run.")
+    assert "/raw.parquet: " in error["message"]
+    assert "File too large" in error["message"]
+    assert not new.exists()
+    assert tree(stages) == before  # the previous stage folder byte for byte, no temp folder
+    assert sorted(os.listdir(stages)) == ["key-of-the-previous-run"]
+
+
+def test_unwritable_work_dir_fails_the_stage_naming_its_folder(shared_tmp: Path):
+    mirror = helpsteer_mirror(shared_tmp)
+    work = shared_tmp / "work"
+    work.mkdir(mode=0o555)
+    work.chmod(0o555)
+    new = work / "raw" / "helpsteer" / "train" / "key-of-this-run"
+
+    error = run_child("download_stage", unprivileged=True, dest=str(new), mirror=str(mirror))
+
+    assert error["type"] == "PermissionError"
+    assert error["message"].startswith(
+        f"[Errno 13] cannot write {new}: Permission denied. Fix: make {new.parent}"
+    )
+    assert list(work.iterdir()) == []
+    assert stat.S_IMODE(work.stat().st_mode) == 0o555
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(json.loads(sys.argv[1])))
