@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -295,3 +296,91 @@ def test_the_scan_finds_what_it_looks_for(tmp_path: Path) -> None:
     )
     found = [p.split(" ", 1)[0].split(":")[1] for p in unsafe_loads(tmp_path)]
     assert found == ["4", "5", "7", "8", "9", "10", "12", "13"]
+
+
+# --- servers listen on loopback only -------------------------------------------------------
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1, as /proc/net prints them
+
+
+def listening_sockets(pids: list[int]) -> dict[str, set[str]]:
+    """Local "address:port" (hex, /proc/net/tcp* layout) of every TCP socket in LISTEN state
+    that one of ``pids`` holds open, read from the kernel (not from command lines)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            found = re.fullmatch(r"socket:\[(\d+)\]", target)
+            if found:
+                inodes[found.group(1)] = pid
+    by_pid: dict[str, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN; field 9: inode
+                by_pid.setdefault(str(inodes[fields[9]]), set()).add(fields[1])
+    return by_pid
+
+
+def _non_loopback_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+@pytest.fixture(scope="module")
+def security_stack(tmp_path_factory: pytest.TempPathFactory):
+    """`rmflow up` (stand-in flows: the sockets do not depend on them) on free ports; `down` after."""
+    import subprocess
+    import sys
+
+    from stack_helpers import free_port, rmflow, stub_project
+
+    tmp = tmp_path_factory.mktemp("security-stack")
+    home = tmp / "home"
+    ports = {"prefect": free_port(), "mlflow": free_port()}
+    args = ["--home", str(home), "--project-dir", str(stub_project(tmp / "project")),
+            "--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"])]
+    try:
+        yield {"up": rmflow("up", *args), "ports": ports}
+    finally:
+        subprocess.run([sys.executable, "-m", "rmflow.cli", "down", "--home", str(home)],
+                       check=False, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_every_socket_the_stack_listens_on_is_loopback(security_stack: dict) -> None:
+    from socket import create_connection
+
+    from rmflow import stack_procs
+
+    up, ports = security_stack["up"], security_stack["ports"]
+    pids = [pid for p in up["processes"].values() for pid in [p["pid"], *stack_procs.descendants(p["pid"])]]
+    assert len(pids) >= 4
+    sockets = listening_sockets(pids)
+    addresses = {a for found in sockets.values() for a in found}
+    # Both servers are among them (the check is not vacuous) ...
+    assert {int(a.split(":")[1], 16) for a in addresses} >= {ports["prefect"], ports["mlflow"]}
+    # ... and no process the stack started listens anywhere but loopback.
+    assert {a.split(":")[0] for a in addresses} <= LOOPBACK, sockets
+    # Seen from outside: the machine's own address refuses the connection.
+    outside = _non_loopback_address()
+    if outside is not None:
+        for port in ports.values():
+            with pytest.raises(OSError):
+                create_connection((outside, port), timeout=2).close()
