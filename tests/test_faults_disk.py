@@ -182,14 +182,14 @@ def test_permission_denied_names_the_path_and_keeps_the_old_file(shared_tmp: Pat
 
     error = run_child(action, unprivileged=True, dest=str(dest))
 
+    assert dest.read_bytes() == before
+    assert sorted(os.listdir(out)) == [name]
     assert error["type"] == "PermissionError"
     assert error["errno"] == errno.EACCES
     assert error["message"].startswith(
         f"[Errno 13] cannot write {dest}: Permission denied; the previous one is"
     )
     assert f"Fix: make {out} writable" in error["message"]
-    assert dest.read_bytes() == before
-    assert sorted(os.listdir(out)) == [name]
 
 
 @pytest.mark.parametrize(("action", "name"), WRITERS)
@@ -201,6 +201,8 @@ def test_disk_full_names_the_path_keeps_the_old_file_and_leaves_no_temp(
 
     error = run_child(action, limit=LIMIT, dest=str(dest))
 
+    assert dest.read_bytes() == before
+    assert sorted(os.listdir(out)) == [name]
     assert error["type"] == "OSError"
     assert error["errno"] == errno.EFBIG
     assert error["message"].startswith(f"[Errno 27] cannot write {dest}: ")
@@ -208,8 +210,6 @@ def test_disk_full_names_the_path_keeps_the_old_file_and_leaves_no_temp(
         "File too large; the previous one is unchanged. Fix: free space on the disk holding"
         in error["message"]
     )
-    assert dest.read_bytes() == before
-    assert sorted(os.listdir(out)) == [name]
 
 
 def helpsteer_mirror(root: Path) -> Path:
