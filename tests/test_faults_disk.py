@@ -245,13 +245,13 @@ def test_disk_full_during_a_stage_publishes_no_folder_and_keeps_the_previous_one
     new = stages / "key-of-this-run"
     error = run_child("download_stage", limit=raw_size // 2, dest=str(new), mirror=str(mirror))
 
+    assert not new.exists()
+    assert tree(stages) == before  # the previous stage folder byte for byte, no temp folder
+    assert sorted(os.listdir(stages)) == ["key-of-the-previous-run"]
     assert error["errno"] == errno.EFBIG
     assert error["message"].startswith(f"[Errno 27] cannot write {stages}/.key-of-this-run.")
     assert "/raw.parquet: " in error["message"]
     assert "File too large" in error["message"]
-    assert not new.exists()
-    assert tree(stages) == before  # the previous stage folder byte for byte, no temp folder
-    assert sorted(os.listdir(stages)) == ["key-of-the-previous-run"]
 
 
 def test_unwritable_work_dir_fails_the_stage_naming_its_folder(shared_tmp: Path):
