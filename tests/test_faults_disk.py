@@ -101,8 +101,29 @@ def _import_everything(action: str) -> None:
         importlib.import_module(name)
 
 
+def _full_tmpfs(folder: Path) -> tuple[Path, bytes]:
+    """Inside a private mount namespace: a 256 KiB tmpfs at ``folder`` holding an old output,
+    then filled to the last byte (a real full disk: writes fail with ENOSPC)."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=755", "tmpfs", str(folder)], check=True)
+    dest, before = old_output(folder, "pairs.parquet")
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return dest, before
+
+
 def child_main(config: dict) -> int:
     _import_everything(config["action"])
+    if config.get("tmpfs"):
+        folder = Path(config["args"]["folder"])
+        dest, before = _full_tmpfs(folder)
+        config["args"]["dest"] = str(dest)
     if config.get("unprivileged"):
         _drop_privileges()
     if config.get("limit"):
@@ -110,20 +131,31 @@ def child_main(config: dict) -> int:
     try:
         _act(config["action"], config["args"])
     except Exception as e:  # noqa: BLE001 - reported to the test, which checks the kind
-        print(json.dumps({"type": type(e).__name__, "errno": getattr(e, "errno", None), "message": str(e)}))
-        return 3
-    print(json.dumps({"type": None}))
-    return 0
+        report = {"type": type(e).__name__, "errno": getattr(e, "errno", None), "message": str(e)}
+    else:
+        report = {"type": None}
+    if config.get("tmpfs"):  # the test cannot see this mount: report what it holds
+        report.update(unchanged=dest.read_bytes() == before, listing=sorted(os.listdir(folder)))
+    print(json.dumps(report))
+    return 0 if report["type"] is None else 3
 
 
 # --- the tests ----------------------------------------------------------------------------------
 
 
-def run_child(action: str, *, unprivileged: bool = False, limit: int | None = None, **args: str) -> dict:
-    config = {"action": action, "args": args, "unprivileged": unprivileged, "limit": limit}
+def run_child(
+    action: str,
+    *,
+    unprivileged: bool = False,
+    limit: int | None = None,
+    tmpfs: bool = False,
+    prefix: tuple[str, ...] = (),
+    **args: str,
+) -> dict:
+    config = {"action": action, "args": args, "unprivileged": unprivileged, "limit": limit, "tmpfs": tmpfs}
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(HERE), json.dumps(config)],
+        [*prefix, sys.executable, str(HERE), json.dumps(config)],
         check=False,
         capture_output=True,
         text=True,
@@ -210,6 +242,33 @@ def test_disk_full_names_the_path_keeps_the_old_file_and_leaves_no_temp(
         "File too large; the previous one is unchanged. Fix: free space on the disk holding"
         in error["message"]
     )
+
+
+def test_real_enospc_on_a_full_tmpfs_keeps_the_old_file(shared_tmp: Path):
+    """The same write on a really full filesystem (ENOSPC), where the machine allows a private
+    tmpfs mount (root with unshare); the rlimit test above covers every other machine."""
+    folder = shared_tmp / "tmpfs"
+    folder.mkdir()
+    unshare = ("unshare", "--mount", "--propagation", "private")
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to mount a private tmpfs (disk full is covered by RLIMIT_FSIZE)")
+    probe = subprocess.run(
+        [*unshare, "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in a private mount namespace here: {probe.stderr.strip()}")
+
+    error = run_child("write_table", tmpfs=True, prefix=unshare, folder=str(folder))
+
+    assert error["unchanged"] is True
+    assert error["listing"] == ["filler", "pairs.parquet"]
+    assert error["errno"] == errno.ENOSPC
+    assert error["message"].startswith(f"[Errno 28] cannot write {folder / 'pairs.parquet'}: ")
+    assert "No space left on device; the previous one is unchanged. Fix: free space" in error["message"]
+    assert list(folder.iterdir()) == []  # the mount was private to the child
 
 
 def helpsteer_mirror(root: Path) -> Path:
