@@ -135,7 +135,8 @@ def child_main(config: dict) -> int:
     else:
         report = {"type": None}
     if config.get("tmpfs"):  # the test cannot see this mount: report what it holds
-        report.update(unchanged=dest.read_bytes() == before, listing=sorted(os.listdir(folder)))
+        unchanged = dest.exists() and dest.read_bytes() == before
+        report.update(unchanged=unchanged, listing=sorted(os.listdir(folder)))
     print(json.dumps(report))
     return 0 if report["type"] is None else 3
 
