@@ -37,6 +37,7 @@ ROWS = 40
 """Generated rows per source (train split)."""
 HELPSTEER = "nvidia/HelpSteer/train.jsonl.gz"
 ORCA = "argilla/distilabel-intel-orca-dpo-pairs/data/train-generated.parquet"
+PKU = "PKU-Alignment/PKU-SafeRLHF/train.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def mirror(generated: Path, tmp_path: Path) -> Path:
-    """A private copy (tests damage files in it) holding HelpSteer and Orca train."""
+    """A private copy (tests damage files in it) holding HelpSteer, Orca and PKU-SafeRLHF train."""
     out = tmp_path / "mirror"
-    for rel in (HELPSTEER, ORCA):
+    for rel in (HELPSTEER, ORCA, PKU):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(generated / rel, out / rel)
     return out
@@ -199,6 +200,22 @@ def test_a_truncated_mirror_file_is_reported_by_name_and_nothing_is_written(
         download_source(source, "train", mirror, out)
     assert str(failure.value).startswith(f"{mirror / rel}: cannot be read, the file is truncated or corrupt")
     assert not out.exists()
+
+
+def test_a_plain_jsonl_cut_mid_line_keeps_the_whole_rows_and_quarantines_the_torn_one(
+    mirror: Path, tmp_path: Path
+):
+    """Uncompressed JSON lines have no end marker: the torn last line is quarantined by name."""
+    lines = (mirror / PKU).read_bytes().split(b"\n")
+    torn = lines[20][: len(lines[20]) // 2]
+    (mirror / PKU).write_bytes(b"\n".join([*lines[:20], torn]))
+    manifest = download_source("pku-saferlhf", "train", mirror, tmp_path / "raw")
+    assert manifest["rows"] == 21
+    assert io.read_table(tmp_path / "raw" / "raw.parquet").num_rows == 20
+    [bad] = io.read_table(tmp_path / "raw" / "bad_rows.parquet").to_pylist()
+    assert bad["source_row"] == 20
+    assert bad["reason"].startswith("invalid_json: train.jsonl line 21: ")
+    assert bad["raw"] == torn.decode()
 
 
 def test_download_task_on_a_truncated_gzip_fails_by_name_then_completes_once_refetched(
