@@ -78,6 +78,12 @@ def _act(action: str, args: dict) -> None:
         io.write_json({"text": big_table(1).column("text").to_pylist()}, args["dest"])
     elif action == "write_text":
         io.write_text("\n".join(big_table(1).column("text").to_pylist()), args["dest"])
+    elif action == "cli":
+        from rmflow.cli import main
+
+        code = main(args["argv"].split("\x00"))
+        if code:
+            raise SystemExit(code)
     elif action == "download_stage":  # what tasks.data.download_task does, without Prefect
         from rmcore.stage_data import download_source
         from tasks.caching import build_once
@@ -95,6 +101,8 @@ def _import_everything(action: str) -> None:
     import importlib
 
     names = ["gzip", "random", "pyarrow.parquet", "rmcore.io"]
+    if action == "cli":
+        names += ["rmflow.cli", "rmflow.commands.clean", "rmcore.sources", "data_contracts.schemas"]
     if action == "download_stage":
         names += ["rmcore.sources.mirror", "rmcore.sources.registry", "rmcore.stage_data", "tasks.caching"]
     for name in names:
@@ -130,6 +138,8 @@ def child_main(config: dict) -> int:
         _fill_disk(config["limit"])
     try:
         _act(config["action"], config["args"])
+    except SystemExit as e:
+        report = {"type": "SystemExit", "errno": None, "message": str(e.code)}
     except Exception as e:  # noqa: BLE001 - reported to the test, which checks the kind
         report = {"type": type(e).__name__, "errno": getattr(e, "errno", None), "message": str(e)}
     else:
@@ -165,7 +175,7 @@ def run_child(
     )
     lines = proc.stdout.strip().splitlines()
     assert lines, f"child printed nothing (exit {proc.returncode}): {proc.stderr[-2000:]}"
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), "stderr": proc.stderr}
 
 
 @pytest.fixture
@@ -312,6 +322,31 @@ def test_disk_full_during_a_stage_publishes_no_folder_and_keeps_the_previous_one
     assert error["message"].startswith(f"[Errno 27] cannot write {stages}/.key-of-this-run.")
     assert "/raw.parquet: " in error["message"]
     assert "File too large" in error["message"]
+
+
+def test_rmflow_clean_on_a_full_disk_exits_1_naming_the_file_and_keeps_the_last_outputs(shared_tmp: Path):
+    from rmcore.sample_data import write_sample_mirror
+    from rmflow.cli import main
+
+    mirror, out = helpsteer_mirror(shared_tmp), shared_tmp / "clean"
+    argv = ["clean", "helpsteer", "--data-dir", str(mirror), "--out", str(out), "--json"]
+    assert main(argv) == 0
+    folder = out / "helpsteer" / "train"
+    before = tree(folder)
+    assert set(before) == {"pairs.parquet", "quarantine.parquet"}
+    # new input (another seed), so the rerun would write different pairs
+    rel = "nvidia/HelpSteer/train.jsonl.gz"
+    shutil.copy(write_sample_mirror(shared_tmp / "other", rows_per_source=ROWS, seed=4) / rel, mirror / rel)
+    limit = len(before["pairs.parquet"]) // 2
+
+    result = run_child("cli", limit=limit, argv="\x00".join(argv))
+
+    assert tree(folder) == before
+    assert result["type"] == "SystemExit"
+    assert result["message"] == "1"
+    last = result["stderr"].strip().splitlines()[-1]
+    assert last.startswith(f"rmflow clean: error: [Errno 27] cannot write {folder / 'pairs.parquet'}: ")
+    assert "File too large; the previous one is unchanged. Fix: free space on the disk holding" in last
 
 
 def test_unwritable_work_dir_fails_the_stage_naming_its_folder(shared_tmp: Path):
