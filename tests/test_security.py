@@ -384,3 +384,94 @@ def test_every_socket_the_stack_listens_on_is_loopback(security_stack: dict) -> 
         for port in ports.values():
             with pytest.raises(OSError):
                 create_connection((outside, port), timeout=2).close()
+
+
+# --- secrets never written down ------------------------------------------------------------
+
+
+def files_containing(roots: list[Path], needles: list[str]) -> dict[str, list[str]]:
+    """needle -> files under ``roots`` whose bytes contain it (every file, any size or type)."""
+    hits: dict[str, list[str]] = {}
+    seen: set[Path] = set()
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path in seen or not path.is_file() or path.is_symlink():
+                continue
+            seen.add(path)
+            data = path.read_bytes()
+            for needle in needles:
+                if needle.encode() in data:
+                    hits.setdefault(needle, []).append(str(path))
+    return hits
+
+
+def _small_pipeline_recipe(tmp_path: Path) -> dict:
+    """Tiny model, a small generated mirror, two sources: the whole chain in about a minute."""
+    import yaml
+
+    from rmcore.sample_data import write_sample_mirror
+    from rmcore.sample_rewardbench import write_rewardbench_sample
+
+    model = build_tiny_model_dir(tmp_path / "tiny")
+    data = write_sample_mirror(tmp_path / "data", rows_per_source=40)
+    write_rewardbench_sample(data, per_subset=1)
+    recipe = yaml.safe_load((REPO / "deployments/recipes/demo.yaml").read_text())
+    recipe["data"]["sources"] = [{"source": "helpsteer", "pairing": "all-pairs"}, {"source": "hh-rlhf/helpful-base"}]
+    recipe["data"]["heldout"] = [{"source": "hh-rlhf/helpful-base", "split": "test"}]
+    recipe["train"].update(model=str(model), max_length=64, bf16=False, micro_batch=8, global_batch=8)
+    recipe["eval"].update(sample_per_subset=1, bf16=False, max_length=64)
+    recipe["register"] = {"model_name": "secret-scan"}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return {"recipe": str(path), "data": str(data), "work": str(tmp_path / "work")}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_secret_env_values_appear_nowhere_a_run_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import secrets
+
+    import mlflow
+    from prefect.settings import (
+        PREFECT_LOGGING_TO_API_ENABLED,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    from flows.pipeline import pipeline_flow
+
+    canaries = {
+        "HF_TOKEN": f"hf_{secrets.token_hex(16)}",
+        "MLFLOW_TRACKING_PASSWORD": f"pw{secrets.token_hex(12)}",
+        "WANDB_API_KEY": f"wb{secrets.token_hex(20)}",
+    }
+    for name, value in canaries.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    caplog.set_level(logging.DEBUG, logger="rmcore")
+    caplog.set_level(logging.DEBUG, logger="tasks")
+    caplog.set_level(logging.DEBUG, logger="flows")
+    run = _small_pipeline_recipe(tmp_path)
+    try:
+        with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):  # logs into the Prefect DB too
+            summary = pipeline_flow(recipe=run["recipe"], data_dir=run["data"], work_dir=run["work"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert summary["registered"]["version"] == 1  # the whole chain ran, through registration
+
+    prefect_db = Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split("///", 1)[1])
+    isolation_root = Path(os.environ["PREFECT_HOME"]).parent  # conftest: PREFECT_HOME, HF_HOME, RMFLOW_HOME
+    out, err = capfd.readouterr()
+    (tmp_path / "captured.txt").write_text(out + err + caplog.text)
+    roots = [tmp_path, prefect_db.parent, isolation_root]
+    assert (tmp_path / "mlflow.db").stat().st_size > 0 and prefect_db.stat().st_size > 0
+    assert any(p.is_file() for p in (tmp_path / "artifacts").rglob("*"))
+    captured = (tmp_path / "captured.txt").read_text()
+    assert "reward model at" in captured, captured[-3000:]  # the run's logs were captured
+    # The scan reads what the run wrote: its logs reached the Prefect DB, its params the MLflow DB.
+    assert files_containing([prefect_db.parent], ["reward model at"])
+    assert files_containing([tmp_path / "mlflow.db"], ["train.max_length"])
+    assert files_containing(roots, list(canaries.values())) == {}
