@@ -166,7 +166,9 @@ def wait_reached(signal_path: Path, proc: subprocess.Popen, log_path: Path, time
     reached = Path(f"{signal_path}.reached")
     while not reached.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"child ended ({proc.returncode}) before {reached}:\n{log_path.read_text()[-3000:]}")
+            raise AssertionError(
+                f"child ended ({proc.returncode}) before {reached}:\n{log_path.read_text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"{reached} not reached in {timeout}s")
         time.sleep(0.05)
@@ -181,7 +183,7 @@ def release(signal_path: Path) -> None:
 
 def is_temp_name(rel: Path) -> bool:
     """Temp names: dot-prefixed (``.x.tmp``, ``.tmp-step-N``), ``<key>.partial``, ``.lock``."""
-    return any(p.startswith(".") or p.endswith(".partial") or p.endswith(".lock") for p in rel.parts)
+    return any(p.startswith(".") or p.endswith((".partial", ".lock")) for p in rel.parts)
 
 
 def visible_unmarked_files(work: Path) -> list[str]:

@@ -18,10 +18,10 @@ import yaml
 from fault_helpers import (
     child_env,
     run_child,
+    same_weights,
     stage_digests,
     stage_dirs,
     visible_unmarked_files,
-    same_weights,
 )
 from tiny import build_tiny_model_dir
 
@@ -211,6 +211,7 @@ def test_kill_right_after_registration_then_rerun_registers_no_duplicate(
     setup: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import mlflow
+
     from flows.pipeline import pipeline_flow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
