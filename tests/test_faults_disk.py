@@ -10,9 +10,14 @@ Real mechanisms, each in a child process (``python tests/test_faults_disk.py CON
   root, chmod alone does not stop writes, so a root test process drops the child to
   ``nobody`` (setgid/setuid) first; as another user the mode is enough.
 - **disk full**: ``RLIMIT_FSIZE`` with SIGXFSZ ignored, so a write past the limit fails with
-  EFBIG ("File too large") at the write that crosses it, like ENOSPC on a full disk. A small
-  tmpfs would give a real ENOSPC but mounting needs privileges CI does not have; the rlimit
-  works for any user. rmcore.io treats ENOSPC, EFBIG and EDQUOT alike.
+  EFBIG ("File too large") at the write that crosses it, like ENOSPC on a full disk. It works
+  for any user, so it carries the disk-full tests. A real ENOSPC needs a small full
+  filesystem: one test mounts a 256 KiB tmpfs in a private mount namespace (``unshare
+  --mount``, root only) and is skipped where that is not allowed. rmcore.io treats ENOSPC,
+  EFBIG and EDQUOT alike.
+
+Covered: ``write_table`` / ``write_json`` / ``write_text``, a stage folder built by
+``build_once`` (what every stage task uses) and ``rmflow clean`` end to end.
 """
 
 from __future__ import annotations
