@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rmcore import io
 from rmcore.recipe import Recipe, load_recipe
 from tasks.caching import work_dir
 
@@ -42,8 +43,15 @@ def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str
 
     sample = work / "generated-sample"
     if not (sample / RELATIVE_PATH).exists():
-        write_sample_mirror(sample, rows_per_source=1000)
-        write_rewardbench_sample(sample)
+        # Written in a temp folder, published by one rename: a run started at the same time
+        # never reads a half-written sample (it keeps the first published copy, all equal).
+        with io.atomic_dir(sample) as tmp:
+            write_sample_mirror(tmp, rows_per_source=1000)
+            write_rewardbench_sample(tmp)
+        if not (sample / RELATIVE_PATH).exists():
+            raise RuntimeError(
+                f"{sample}: an incomplete generated sample from an older run; delete it and rerun"
+            )
     return sample, f"GENERATED sample data (built-in generator, no real rows) at {sample}"
 
 
