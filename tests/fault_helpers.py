@@ -7,6 +7,7 @@ The hook fires at the N-th call whose arguments mention ``match``:
 - ``kill-before`` / ``kill-after``: SIGKILL the process before / after the real call;
 - ``torn``: make the real call, cut the file it wrote (argument ``path_arg``) to half its
   size, then SIGKILL (a write torn by a crash);
+- ``torn-pause``: the same cut, then pause (a writer caught mid-file by a reader);
 - ``pause-before`` / ``pause-after``: create ``<signal>.reached`` and wait for
   ``<signal>.go`` (lets a test interleave two processes at exact points).
 
@@ -30,6 +31,7 @@ from typing import Any
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 SUCCESS = "_SUCCESS"
+MODES = ("kill-before", "kill-after", "torn", "torn-pause", "pause-before", "pause-after")
 
 
 # --- inside the child ---------------------------------------------------------------------
@@ -68,6 +70,8 @@ def install_hook(
     signal_path: str | None = None,
 ) -> None:
     """Wrap ``target`` so that its ``nth`` call mentioning ``match`` triggers ``mode``."""
+    if mode not in MODES:
+        raise ValueError(f"hook mode {mode!r}: use one of {MODES}")
     owner, name = _resolve(target)
     real = getattr(owner, name)
     calls = {"n": 0}
@@ -84,14 +88,11 @@ def install_hook(
         if mode == "pause-before":
             _pause(signal_path)
         result = real(*args, **kwargs)
-        if mode == "torn":
-            path = Path(args[path_arg]) if len(args) > path_arg else Path(kwargs["f"])
-            size = path.stat().st_size
-            with open(path, "r+b") as f:
-                f.truncate(size // 2)
-                f.flush()
-                os.fsync(f.fileno())
-            _die()
+        if mode in ("torn", "torn-pause"):
+            _tear(Path(args[path_arg]) if len(args) > path_arg else Path(kwargs["f"]))
+            if mode == "torn":
+                _die()
+            _pause(signal_path)
         if mode == "kill-after":
             _die()
         if mode == "pause-after":
@@ -99,6 +100,15 @@ def install_hook(
         return result
 
     setattr(owner, name, hooked)  # on a class, a plain function is still bound as a method
+
+
+def _tear(path: Path) -> None:
+    """Cut a just-written file to half its size (what a crash mid-write leaves)."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _path_args(args: tuple, kwargs: dict) -> list:
@@ -212,8 +222,8 @@ def stage_dirs(work: Path, stage: str) -> list[Path]:
     return sorted(p for p in found if p.is_dir() and not is_temp_name(p.relative_to(work)))
 
 
-VOLATILE_COLUMNS = ("fetched_at", "output")
-"""Columns that differ between two equal runs: the fetch time and the folder written to."""
+VOLATILE_COLUMNS = ("fetched_at", "output", "origin")
+"""Manifest columns that differ between two equal runs: fetch time, folders read and written."""
 
 
 def table_digests(folder: Path) -> dict[str, str]:
@@ -230,14 +240,27 @@ def table_digests(folder: Path) -> dict[str, str]:
     return out
 
 
-def stage_digests(work: Path) -> dict[str, dict[str, str]]:
-    """Per stage folder (named by its place without the work-dependent key): its table digests."""
-    out = {}
+def stage_digests(work: Path) -> dict[str, list[dict[str, str]]]:
+    """Per stage place (the folder path without its work-dependent key): the table digests of
+    every published key folder there, sorted. Two equal runs give equal answers; a key
+    folder published twice would show up twice."""
+    out: dict[str, list[dict[str, str]]] = {}
     for stage in ("raw", "clean", "mixtures", "eval"):
         for d in stage_dirs(work, stage):
             name = "/".join(d.relative_to(work).parts[:-1])  # drop the key (it contains the work dir)
-            out[name] = table_digests(d)
-    return out
+            out.setdefault(name, []).append(table_digests(d))
+    return {k: sorted(v, key=lambda d: json.dumps(d, sort_keys=True)) for k, v in out.items()}
+
+
+def merged_digests(*runs: dict[str, list[dict[str, str]]]) -> dict[str, list[dict[str, str]]]:
+    """What one work dir should hold after several runs: each distinct key folder once."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for run in runs:
+        for name, entries in run.items():
+            for entry in entries:
+                if entry not in out.setdefault(name, []):
+                    out[name].append(entry)
+    return {k: sorted(v, key=lambda d: json.dumps(d, sort_keys=True)) for k, v in out.items()}
 
 
 def weight_tensors(model_dir: Path) -> dict:
