@@ -29,31 +29,40 @@ from rmcore.pairing import (
     pair_groups,
 )
 from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import quarantine_table, raw_json, row_numbers, single_turn_pairs_table
+from rmcore.sources.tables import (
+    quarantine_table,
+    raw_json,
+    row_numbers,
+    single_turn_pairs_table,
+    typed_column,
+)
 
 SINGLE = "single_response_prompt"
 RULES = (SINGLE, SAME_TEXT, EQUAL_SCORES, NOT_SELECTED, PER_PROMPT_CAP)
 SCORE_FIELDS = ("helpfulness", "correctness")
 
 
-def _quarantine_reasons(raw: pa.Table) -> dict[int, str]:
-    """Row index -> reason for rows missing a text or a usable score."""
+def _quarantine_reasons(raw: pa.Table) -> tuple[dict[int, str], pa.Table]:
+    """Row index -> reason for rows missing a text or a usable score; the table with typed columns.
+
+    A column of the wrong type (a mirror's majority type, e.g. lists) quarantines every
+    non-null value in it as ``wrong_type``, row by row.
+    """
     reasons: dict[int, str] = {}
     for name in ("prompt", "response", *SCORE_FIELDS):
         if name not in raw.column_names:
             raise ValueError(f"HelpSteer raw table has no {name!r} column (columns: {raw.column_names})")
-        col = raw.column(name)
+        wrong, why, col = typed_column(raw.column(name), name, "number" if name in SCORE_FIELDS else "text")
+        raw = raw.set_column(raw.column_names.index(name), name, col)
+        for i in np.flatnonzero(wrong):
+            reasons.setdefault(int(i), why)
         for i in np.flatnonzero(pc.is_null(col).to_numpy(zero_copy_only=False)):
             reasons.setdefault(int(i), f"missing_field: {name}")
         if name in SCORE_FIELDS:
-            if not (
-                pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)
-            ):
-                raise ValueError(f"HelpSteer column {name!r} has type {col.type}; expected numbers")
             values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
             for i in np.flatnonzero(np.isnan(values) | np.isinf(values)):
                 reasons.setdefault(int(i), f"nan_score: {name}")
-    return reasons
+    return reasons, raw
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,10 @@ class HelpSteer:
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         numbers = row_numbers(raw)
-        reasons = _quarantine_reasons(raw)
+        reasons, typed = _quarantine_reasons(raw)
         good = np.ones(raw.num_rows, dtype=bool)
         good[list(reasons)] = False
-        table = raw.filter(pa.array(good)) if reasons else raw
+        table = typed.filter(pa.array(good)) if reasons else typed
         rows = numbers[good]
         codes = group_codes(table.column("prompt"))
         order = np.argsort(codes, kind="stable")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -53,6 +55,21 @@ def get_adapter(name: str) -> SourceAdapter:
         raise UnknownSource(f"unknown source {name!r}; valid names: {', '.join(SOURCE_NAMES)}") from None
 
 
+class SourceSchemaError(ValueError):
+    """A source's files do not have the columns its adapter needs; the message names the files."""
+
+
+@contextmanager
+def _naming(files: list[str]) -> Iterator[None]:
+    """An adapter's file-level error (a required column missing or mistyped) names the files it read."""
+    try:
+        yield
+    except ValueError as e:
+        if isinstance(e, pa.ArrowException):
+            raise
+        raise SourceSchemaError(f"{', '.join(files)}: {e}") from e
+
+
 def _with_full_raw_rows(quarantine: pa.Table, files: list[str]) -> pa.Table:
     """Replace the (column-projected) raw JSON of quarantined rows by the complete rows."""
     rows = quarantine.column("source_row").to_pylist()
@@ -72,7 +89,8 @@ def _clean_streamed(
         return None
     columns = list(getattr(adapter, "columns", ()) or ()) or None
     batches = iter_parquet_batches(paths, columns)
-    result = adapter.clean_batches(batches, parquet_rows(paths), options, split=split)
+    with _naming([str(p) for p in paths]):
+        result = adapter.clean_batches(batches, parquet_rows(paths), options, split=split)
     if columns and result.quarantined:
         result.quarantine = _with_full_raw_rows(result.quarantine, [str(p) for p in paths])
     log.info("%s/%s: streamed %d Parquet file(s)", adapter.name, split, len(paths))
@@ -108,7 +126,8 @@ def _clean_read(
     """Read the whole raw table (mirror or hub), clean it, quarantine the unreadable rows."""
     columns = getattr(adapter, "columns", None)  # the Parquet columns its rules read, if it says
     raw = read_raw(adapter, split, data_dir, columns=list(columns) if columns else None)
-    result = adapter.clean(raw.table, options, split=split)
+    with _naming(raw.files):
+        result = adapter.clean(raw.table, options, split=split)
     if columns and result.quarantined and all(f.endswith(".parquet") for f in raw.files):
         result.quarantine = _with_full_raw_rows(result.quarantine, raw.files)
     if raw.bad_rows:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from data_contracts.schemas import PAIRS, QUARANTINE
 from rmcore.pairing import PER_PROMPT_CAP, canonical_json, cap_per_group, group_codes, pair_id
@@ -90,6 +91,27 @@ def single_turn(prompt: str, answer: str, system: str | None = None) -> tuple[li
     head = [{"role": "system", "content": system}] if system else []
     msgs = head + [{"role": "user", "content": prompt}]
     return msgs, msgs + [{"role": "assistant", "content": answer}]
+
+
+def typed_column(
+    column: pa.Array | pa.ChunkedArray, name: str, kind: str
+) -> tuple[np.ndarray, str, pa.Array | pa.ChunkedArray]:
+    """Check a whole column's Arrow type for the vectorised adapters (``kind``: "text" or "number").
+
+    Returns (mask of rows whose value has the wrong type, the quarantine reason for them,
+    the column as the expected type). A JSON mirror gives a column the type most of its
+    rows have, so a column of another type means every non-null value in it is wrong.
+    """
+    t = column.type
+    if kind == "text":
+        ok, target = pa.types.is_string(t) or pa.types.is_large_string(t), pa.string()
+    else:
+        ok, target = pa.types.is_integer(t) or pa.types.is_floating(t), pa.float64()
+    if ok or pa.types.is_null(t):
+        return np.zeros(len(column), dtype=bool), "", column if ok else column.cast(target)
+    mask = pc.is_valid(column).to_numpy(zero_copy_only=False).astype(bool)
+    reason = f"wrong_type: {name} is {t}, expected {'a string' if kind == 'text' else 'a number'}"
+    return mask, reason, pa.nulls(len(column), target)
 
 
 # ---------------------------------------------------------------- tables

@@ -34,7 +34,13 @@ from rmcore.pairing import (
     pairs_best_vs_random,
 )
 from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import quarantine_table, raw_json, row_numbers, single_turn_pairs_table
+from rmcore.sources.tables import (
+    quarantine_table,
+    raw_json,
+    row_numbers,
+    single_turn_pairs_table,
+    typed_column,
+)
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 TOO_FEW = "fewer_than_two_completions"
@@ -67,10 +73,9 @@ def _ratings(items: pa.StructArray) -> tuple[np.ndarray, np.ndarray]:
             bad |= pc.fill_null(pc.is_nan(values), False).to_numpy(zero_copy_only=False)
         elif pa.types.is_null(rating.type):
             continue
-        else:
-            raise ValueError(
-                f"UltraFeedback annotations.{aspect}.Rating has type {rating.type}; expected string"
-            )
+        else:  # e.g. lists: every such rating is neither a number nor "N/A"
+            bad |= pc.is_valid(rating).to_numpy(zero_copy_only=False).astype(bool)
+            continue
         out[:, j] = values.to_numpy(zero_copy_only=False)
     return out, bad
 
@@ -121,10 +126,10 @@ def _check_schema(schema: pa.Schema) -> None:
     if (
         t is None
         or not (pa.types.is_list(t) or pa.types.is_large_list(t))
-        or not pa.types.is_struct(t.value_type)
+        or not (pa.types.is_struct(t.value_type) or pa.types.is_null(t.value_type))
     ):
         problems.append("'completions' must be a list of structs")
-    elif t.value_type.get_field_index("response") < 0:
+    elif pa.types.is_struct(t.value_type) and t.value_type.get_field_index("response") < 0:
         problems.append("completions have no 'response' field")
     if problems:
         raise ValueError(
@@ -138,16 +143,22 @@ def _clean_batch(
     batch: pa.RecordBatch, rows: np.ndarray, u: np.ndarray, options: CleanOptions, split: str, name: str
 ) -> _BatchOut:
     comps = batch.column("completions")
+    if pa.types.is_null(comps.type.value_type):  # only empty lists (or nulls) in this batch
+        comps = comps.cast(pa.list_(pa.struct([("response", pa.string())])))
     sizes = pc.fill_null(pc.list_value_length(comps), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     items = comps.flatten()
     parent = np.repeat(np.arange(len(sizes)), sizes)
     ratings, bad_rating = _ratings(items)
     scores = completion_scores(ratings)
-    response = pc.struct_field(items, "response")
-    instruction = batch.column("instruction")
     reasons: dict[int, str] = {}
+    wrong, why, instruction = typed_column(batch.column("instruction"), "instruction", "text")
+    for i in np.flatnonzero(wrong):
+        reasons[int(i)] = why
+    wrong, why, response = typed_column(pc.struct_field(items, "response"), "completions[].response", "text")
+    for k in np.flatnonzero(wrong):
+        reasons.setdefault(int(parent[k]), why)
     for i in np.flatnonzero(pc.is_null(instruction).to_numpy(zero_copy_only=False)):
-        reasons[int(i)] = "missing_field: instruction"
+        reasons.setdefault(int(i), "missing_field: instruction")
     for i in np.flatnonzero(pc.is_null(comps).to_numpy(zero_copy_only=False)):
         reasons.setdefault(int(i), "missing_field: completions")
     for k in np.flatnonzero(pc.is_null(response).to_numpy(zero_copy_only=False)):
