@@ -100,13 +100,39 @@ def configure(config: TrackingConfig | None = None) -> str:
     # break `rmflow ... --json` (one JSON object on stdout); ui_links() gives the links.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     uri = resolve_tracking_uri(config)
+    registry = (config.registry_uri if config else None) or os.environ.get("MLFLOW_REGISTRY_URI") or uri
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+        _create_sqlite_store_once(db, uri, registry)
     mlflow.set_tracking_uri(uri)
-    registry = (config.registry_uri if config else None) or os.environ.get("MLFLOW_REGISTRY_URI") or uri
     mlflow.set_registry_uri(registry)
     return uri
+
+
+_CREATED_STORES: set[str] = set()
+
+
+def _create_sqlite_store_once(db: Path, uri: str, registry: str) -> None:
+    """Open (create / migrate) a SQLite store under a file lock, once per process.
+
+    MLflow migrates a new SQLite database when it first opens it, and two processes doing
+    that at once fail (alembic "expected to match one row"): two pipeline runs started
+    together on a fresh store. Under the lock the first creates it, the others find it ready.
+    """
+    import fcntl
+
+    from mlflow import MlflowClient
+
+    if uri in _CREATED_STORES:
+        return
+    with open(db.parent / f"{db.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        c = MlflowClient(tracking_uri=uri, registry_uri=registry)
+        c.search_experiments(max_results=1)
+        if registry == uri:
+            c.search_registered_models(max_results=1)
+    _CREATED_STORES.add(uri)
 
 
 def client():
