@@ -1,7 +1,8 @@
 """The registration task: log the evaluated model to MLflow, register it, apply the champion gate.
 
 Not cached (it writes to the registry) but idempotent: a version that already holds the
-same model folder is reused, so a rerun or a retry never registers a duplicate.
+same model folder is reused, so a rerun or a retry never registers a duplicate; of two runs
+registering the same folder at once, the later version is withdrawn.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def register_task(
             model_dir, name=name, run_id=run_id, tags=tags, rewardbench_overall=score
         )
         version, created = reg.version, reg.created
+        first = existing_version(name, digest)
+        if created and first is not None and first < version:
+            # Another run registered the same folder at the same moment (the check above and
+            # the registration are not one atomic step): keep the earliest version, drop ours.
+            tracking.client().delete_model_version(name, str(version))
+            tracking.client().set_registered_model_alias(name, registry.CANDIDATE, str(first))
+            logger.info("%s v%d holds the same model folder: v%d withdrawn", name, first, version)
+            version, created = first, False
     else:
         tracking.client().set_registered_model_alias(name, registry.CANDIDATE, str(version))
         created = False
