@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from outage_helpers import small_pipeline_recipe
 from tiny import build_tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -405,27 +406,6 @@ def files_containing(roots: list[Path], needles: list[str]) -> dict[str, list[st
     return hits
 
 
-def _small_pipeline_recipe(tmp_path: Path) -> dict:
-    """Tiny model, a small generated mirror, two sources: the whole chain in about a minute."""
-    import yaml
-
-    from rmcore.sample_data import write_sample_mirror
-    from rmcore.sample_rewardbench import write_rewardbench_sample
-
-    model = build_tiny_model_dir(tmp_path / "tiny")
-    data = write_sample_mirror(tmp_path / "data", rows_per_source=40)
-    write_rewardbench_sample(data, per_subset=1)
-    recipe = yaml.safe_load((REPO / "deployments/recipes/demo.yaml").read_text())
-    recipe["data"]["sources"] = [{"source": "helpsteer", "pairing": "all-pairs"}, {"source": "hh-rlhf/helpful-base"}]
-    recipe["data"]["heldout"] = [{"source": "hh-rlhf/helpful-base", "split": "test"}]
-    recipe["train"].update(model=str(model), max_length=64, bf16=False, micro_batch=8, global_batch=8)
-    recipe["eval"].update(sample_per_subset=1, bf16=False, max_length=64)
-    recipe["register"] = {"model_name": "secret-scan"}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return {"recipe": str(path), "data": str(data), "work": str(tmp_path / "work")}
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_secret_env_values_appear_nowhere_a_run_writes(
@@ -454,7 +434,7 @@ def test_secret_env_values_appear_nowhere_a_run_writes(
     caplog.set_level(logging.DEBUG, logger="rmcore")
     caplog.set_level(logging.DEBUG, logger="tasks")
     caplog.set_level(logging.DEBUG, logger="flows")
-    run = _small_pipeline_recipe(tmp_path)
+    run = small_pipeline_recipe(tmp_path, model_name="secret-scan")
     try:
         with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):  # logs into the Prefect DB too
             summary = pipeline_flow(recipe=run["recipe"], data_dir=run["data"], work_dir=run["work"])
