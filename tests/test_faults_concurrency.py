@@ -144,7 +144,8 @@ def test_two_runs_of_one_recipe_and_one_of_another_at_once(
     for name in ("conc-a-reward", "conc-b-reward"):
         versions = client.search_model_versions(f"name = '{name}'")
         assert len(versions) == 1, f"{name}: versions {[v.version for v in versions]}"
-        assert "candidate" in versions[0].aliases and "champion" in versions[0].aliases
+        aliases = client.get_model_version(name, versions[0].version).aliases
+        assert sorted(aliases) == ["candidate", "champion"]
 
 
 def test_generated_sample_written_by_one_run_is_never_read_half_written_by_another(
