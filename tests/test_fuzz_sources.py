@@ -42,7 +42,6 @@ from hypothesis import strategies as st
 
 from data_contracts import PAIRS, QUARANTINE, validate
 from rmcore.sources import CleanOptions, CleanResult, clean_source, get_adapter
-from rmcore.sources.mirror import _same
 
 SOURCES = tuple(VALID_ROWS)
 """One adapter per parser (the hh-rlhf subsets and the two PKU datasets share theirs)."""
@@ -153,6 +152,17 @@ def test_damaged_rows_do_not_change_the_fate_of_valid_rows(source: str) -> None:
 
 
 # ---------------------------------------------------------------- typed tables and Parquet mirrors
+
+
+def _same(value: object, held: object) -> bool:
+    """Whether Arrow held ``value`` unchanged (pyarrow reads a lone "" or [] as a struct of nulls)."""
+    if isinstance(value, dict):
+        return isinstance(held, dict) and all(_same(value.get(k), held.get(k)) for k in {*value, *held})
+    if isinstance(value, list):
+        return isinstance(held, list) and len(value) == len(held) and all(map(_same, value, held))
+    if isinstance(value, float) and math.isnan(value):
+        return isinstance(held, float) and math.isnan(held)
+    return value == held and isinstance(value, str) == isinstance(held, str)
 
 
 def typed_table(rows: list[dict], schema: pa.Schema) -> pa.Table:

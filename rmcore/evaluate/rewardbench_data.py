@@ -59,14 +59,20 @@ def _read_local(path: Path) -> pd.DataFrame:
             "pass the Parquet/JSONL file itself"
         )
     suffixes = "".join(path.suffixes[-2:]).lower()
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pandas()
-    if suffixes.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
-        return pd.read_json(
-            path, lines=".jsonl" in suffixes or path.suffix == ".jsonl", dtype={"id": "int64"}
-        )
+            return pq.read_table(path).to_pandas()
+        if suffixes.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
+            return pd.read_json(
+                path, lines=".jsonl" in suffixes or path.suffix == ".jsonl", dtype={"id": "int64"}
+            )
+    except (ValueError, TypeError, OSError, UnicodeError) as e:  # not JSON/UTF-8/Parquet; ids not integers
+        raise RewardBenchDataError(
+            f"{path}: cannot be read as a RewardBench file in the hub schema ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); fix or re-download the file"
+        ) from e
     raise RewardBenchDataError(f"{path}: unknown file type; give a .parquet or .jsonl file in the hub schema")
 
 
@@ -95,6 +101,15 @@ def _is_empty(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip()
 
 
+def _text_problem(value, column: str) -> str | None:
+    """Why a prompt/answer cannot be scored (empty, or not text: never scored as its repr), else None."""
+    if _is_empty(value):
+        return f"empty {column}"
+    if not isinstance(value, str):
+        return f"{column} is not text ({type(value).__name__})"
+    return None
+
+
 def _check_columns(raw: pd.DataFrame, origin: str) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
@@ -113,7 +128,8 @@ def _check_columns(raw: pd.DataFrame, origin: str) -> None:
             f"{origin}: {int(bad_subset.sum())} row(s) without a subset, e.g. rows {rows}"
         )
     ids = pd.to_numeric(raw["id"], errors="coerce")
-    bad_id = ids.isna() | (ids != ids.round())
+    with np.errstate(invalid="ignore"):
+        bad_id = ids.isna() | (ids != ids.round()) | ~(ids.abs() < 2**63)  # also inf and beyond int64
     if bad_id.any():
         rows = np.flatnonzero(bad_id.to_numpy())[:5].tolist()
         raise RewardBenchDataError(
@@ -154,19 +170,23 @@ def check_rewardbench(raw: pd.DataFrame, origin: str) -> RewardBenchRows:
     exclusions = []
     keep = np.ones(len(frame), dtype=bool)
     for column in TEXT_COLUMNS:
-        empty = frame[column].map(_is_empty).to_numpy(dtype=bool)
-        for i in np.flatnonzero(empty & keep):
+        reasons = frame[column].map(lambda v, c=column: _text_problem(v, c))
+        for i in np.flatnonzero(reasons.notna().to_numpy() & keep):
             exclusions.append(
                 {
                     "subset": frame.at[i, "subset"],
                     "id": int(frame.at[i, "id"]),
                     "row": int(i),
-                    "reason": f"empty {column}",
+                    "reason": reasons.iat[i],
                 }
             )
-        keep &= ~empty
+        keep &= reasons.isna().to_numpy()
     if exclusions:
-        log.warning("%s: %d row(s) excluded for empty text (listed in the summary)", origin, len(exclusions))
+        log.warning(
+            "%s: %d row(s) excluded for empty or non-text fields (listed in the summary)",
+            origin,
+            len(exclusions),
+        )
     return RewardBenchRows(frame[keep].reset_index(drop=True), origin, len(raw), exclusions)
 
 
