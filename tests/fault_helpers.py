@@ -2,7 +2,7 @@
 
 A stage runs in a child process (``python tests/fault_helpers.py CONFIG_JSON``) that first
 wraps one named function (``module:attr.path``) with a hook, then calls the real flow.
-The hook fires at the N-th call whose arguments mention ``match``:
+The hook fires at the N-th call with a path argument containing ``match``:
 
 - ``kill-before`` / ``kill-after``: SIGKILL the process before / after the real call;
 - ``torn``: make the real call, cut the file it wrote (argument ``path_arg``) to half its
@@ -65,20 +65,22 @@ def install_hook(
     target: str,
     mode: str,
     nth: int = 1,
-    match: str | None = None,
+    match: str | list[str] | None = None,
     path_arg: int = 1,
     signal_path: str | None = None,
 ) -> None:
-    """Wrap ``target`` so that its ``nth`` call mentioning ``match`` triggers ``mode``."""
+    """Wrap ``target`` so that its ``nth`` call with a path argument containing ``match`` (a
+    substring, or a list of substrings all in the same path) triggers ``mode``."""
     if mode not in MODES:
         raise ValueError(f"hook mode {mode!r}: use one of {MODES}")
     owner, name = _resolve(target)
     real = getattr(owner, name)
+    wanted = [match] if isinstance(match, str) else list(match or [])
     calls = {"n": 0}
 
     @functools.wraps(real)
     def hooked(*args: Any, **kwargs: Any) -> Any:
-        if match is not None and not any(match in str(a) for a in _path_args(args, kwargs)):
+        if match is not None and not any(all(m in str(a) for m in wanted) for a in _path_args(args, kwargs)):
             return real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] != nth:

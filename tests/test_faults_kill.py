@@ -100,12 +100,12 @@ def _kill(setup: dict, work: Path, call: str, hook: dict, tmp_path: Path, **env:
 # --- data stages: download, clean, mixture ------------------------------------------------
 
 DATA_KILLS = {
-    # The raw table of one source is half written when the process dies.
-    "download": {"target": "pyarrow.parquet:write_table", "mode": "torn", "match": "/raw/", "nth": 2},
-    # The cleaned pairs of the second source are half written.
-    "clean": {"target": "pyarrow.parquet:write_table", "mode": "torn", "match": "/clean/", "nth": 2},
-    # The mixture table is complete in its temp file, not yet renamed.
-    "mixture": {"target": "pyarrow.parquet:write_table", "mode": "kill-after", "match": "/mixtures/"},
+    # One source's raw table is published in the stage folder; its bad-rows table is half written.
+    "download": {"target": "pyarrow.parquet:write_table", "mode": "torn", "match": "bad_rows.parquet"},
+    # One source's cleaned pairs are written; its quarantine table is half written.
+    "clean": {"target": "pyarrow.parquet:write_table", "mode": "torn", "match": "quarantine.parquet"},
+    # The mixture table, stats and stats table are written; the process dies before the manifest.
+    "mixture": {"target": "rmcore.io:write_json", "mode": "kill-before", "match": ["/mixtures/", "manifest"]},
 }
 
 
@@ -193,7 +193,8 @@ def test_kill_during_evaluation_then_rerun_equals_uninterrupted(setup: dict, ref
     from flows.evaluate import evaluate_flow
 
     work = tmp_path / "work"
-    hook = {"target": "pyarrow.parquet:write_table", "mode": "torn", "match": "/eval/"}
+    # RewardBench scores and reports are written; the held-out scores table is half written.
+    hook = {"target": "pyarrow.parquet:write_table", "mode": "torn", "match": ["/eval/", "heldout"]}
     _kill(setup, work, "flows.evaluate:evaluate_flow", hook, tmp_path)
     assert visible_unmarked_files(work) == []
     assert stage_dirs(work, "eval") == []
