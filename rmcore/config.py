@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -19,9 +20,50 @@ import yaml
 
 T = TypeVar("T")
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout: shipped recipes name files relative to it (deployments/deepspeed/zero3.json)."""
+ALLOWED_ROOTS_ENV = "RMFLOW_ALLOWED_ROOTS"
+"""Extra folders (os.pathsep-separated) that paths inside recipes and configs may point into."""
+
 
 class ConfigError(ValueError):
     """A recipe or config is invalid; the message names the key and the fix."""
+
+
+def allowed_roots(*extra: str | Path) -> tuple[Path, ...]:
+    """Folders a path written inside a recipe/config may resolve into.
+
+    The project, ``extra`` (the recipe's own folder), $RMFLOW_WORK_DIR, $RMFLOW_DATA_DIR and
+    $RMFLOW_ALLOWED_ROOTS. Paths given on the command line are the user's own and are not checked.
+    """
+    roots: list[str | Path] = [PROJECT_ROOT, *extra]
+    roots += [
+        os.environ[v] for v in ("RMFLOW_WORK_DIR", "RMFLOW_DATA_DIR") if os.environ.get(v, "hub") != "hub"
+    ]
+    roots += [p for p in os.environ.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if p]
+    return tuple(dict.fromkeys(Path(r).expanduser().resolve() for r in roots))
+
+
+def looks_like_path(value: str) -> bool:
+    """A local path rather than a hub id (``google/gemma-2b-it``) or an alias."""
+    return value.startswith(("/", ".", "~")) or ".." in Path(value).parts
+
+
+def confined_path(value: str, *, where: str, base: Path, roots: tuple[Path, ...]) -> Path:
+    """``value`` (relative to ``base``) resolved, symlinks followed; ConfigError unless under a root.
+
+    Keeps a recipe from reading or writing outside the project's folders with ``..``, an
+    absolute path or a symlink that escapes.
+    """
+    path = Path(value).expanduser()
+    resolved = (path if path.is_absolute() else base / path).resolve()
+    if any(resolved.is_relative_to(root) for root in roots):
+        return resolved
+    raise ConfigError(
+        f"{where}: {value!r} resolves to {resolved}, outside the folders a recipe may use "
+        f"({', '.join(map(str, roots))}). Fix: move the file under one of them, or add its folder to "
+        f"${ALLOWED_ROOTS_ENV} (separated by {os.pathsep!r})"
+    )
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -92,6 +134,8 @@ def from_mapping(cls: type[T], data: dict[str, Any] | None, *, where: str = "con
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required key is missing
+        raise ConfigError(f"{where}: {e}") from None
+    except ConfigError as e:  # a value check in __post_init__: say where it came from
         raise ConfigError(f"{where}: {e}") from None
 
 

@@ -83,6 +83,8 @@ class MixtureConfig:
             raise ConfigError(f"mixture {self.name!r}: 'sources' is empty; name at least one source")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ConfigError(f"mixture {self.name!r}: validation_fraction must be in [0, 1)")
+        if self.seed < 0:
+            raise ConfigError(f"mixture {self.name!r}: seed must be >= 0 (numpy seeds), got {self.seed}")
         keys = [s.key for s in self.sources]
         if len(set(keys)) != len(keys):
             raise ConfigError(f"mixture {self.name!r}: a source entry is listed twice: {keys}")

@@ -6,11 +6,20 @@ types, unknown sources), naming the key and the fix.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rmcore.config import ConfigError, from_mapping, load_yaml
+from rmcore.config import (
+    PROJECT_ROOT,
+    ConfigError,
+    allowed_roots,
+    confined_path,
+    from_mapping,
+    load_yaml,
+    looks_like_path,
+)
 from rmcore.mixtures import MixtureConfig, SourceSpec
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
@@ -35,14 +44,33 @@ class Recipe:
     path: str = ""
 
 
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+"""Recipe names become Prefect artifact keys (lowercase letters, digits, dashes)."""
+
+
 def _check_sources(specs: tuple[SourceSpec, ...], where: str) -> None:
-    from rmcore.sources.registry import SOURCE_NAMES
+    from rmcore.sources.registry import SOURCE_NAMES, get_adapter
 
     for i, spec in enumerate(specs):
         if spec.source not in SOURCE_NAMES:
             raise ConfigError(
                 f"{where}[{i}].source: unknown source {spec.source!r}; valid sources: {', '.join(SOURCE_NAMES)}"
             )
+        splits = get_adapter(spec.source).splits
+        if spec.split not in splits:  # also keeps '../x' out of the mirror's file globs
+            raise ConfigError(
+                f"{where}[{i}].split: {spec.split!r} is not a split of {spec.source}; use one of: {', '.join(splits)}"
+            )
+
+
+def check_train_paths(train: dict[str, Any], where: str, roots: tuple[Path, ...]) -> None:
+    """``deepspeed`` and a local ``model`` folder must stay under the allowed folders (``confined_path``)."""
+    deepspeed = train.get("deepspeed")
+    if isinstance(deepspeed, str):
+        confined_path(deepspeed, where=f"{where}.deepspeed", base=PROJECT_ROOT, roots=roots)
+    model = train.get("model")
+    if isinstance(model, str) and looks_like_path(model):
+        confined_path(model, where=f"{where}.model", base=PROJECT_ROOT, roots=roots)
 
 
 def _check_section(section: str, data: dict[str, Any], where: str) -> None:
@@ -57,11 +85,18 @@ def _check_section(section: str, data: dict[str, Any], where: str) -> None:
         from_mapping(EvalConfig, data, where=where)
 
 
-def recipe_from_mapping(raw: dict[str, Any], *, where: str = "recipe") -> Recipe:
+def recipe_from_mapping(
+    raw: dict[str, Any], *, where: str = "recipe", roots: tuple[Path, ...] | None = None
+) -> Recipe:
+    """Validate a recipe mapping; ``roots``: where paths inside it may point (default: ``allowed_roots()``)."""
     raw = dict(raw)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: 'name' is required (a short string such as 'v1')")
+    if not NAME.match(name):
+        raise ConfigError(
+            f"{where}.name: {name!r} may hold only letters, digits and '-' (it names Prefect artifacts); e.g. 'v1-small'"
+        )
     data = dict(raw.get("data") or {})
     data.setdefault("name", name)
     raw["data"] = from_mapping(MixtureConfig, data, where=f"{where}.data")
@@ -72,7 +107,14 @@ def recipe_from_mapping(raw: dict[str, Any], *, where: str = "recipe") -> Recipe
             if not isinstance(raw[section], dict):
                 raise ConfigError(f"{where}.{section}: expected a mapping")
             _check_section(section, raw[section], f"{where}.{section}")
-    return from_mapping(Recipe, raw, where=where)
+    if isinstance(raw.get("train"), dict):
+        check_train_paths(raw["train"], f"{where}.train", roots or allowed_roots())
+    recipe = from_mapping(Recipe, raw, where=where)
+    if not recipe.register.model_name.strip():
+        raise ConfigError(
+            f"{where}.register.model_name: must not be empty (the MLflow registered model name)"
+        )
+    return recipe
 
 
 def resolve_recipe_path(recipe: str | Path) -> Path:
@@ -91,6 +133,6 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
 
 def load_recipe(recipe: str | Path, **overrides: Any) -> Recipe:
     path = resolve_recipe_path(recipe)
-    loaded = recipe_from_mapping(load_yaml(path), where=str(path))
+    loaded = recipe_from_mapping(load_yaml(path), where=str(path), roots=allowed_roots(path.resolve().parent))
     loaded = replace(loaded, path=str(path.resolve()))
     return replace(loaded, **overrides) if overrides else loaded

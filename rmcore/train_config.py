@@ -5,6 +5,7 @@ Defaults follow SPEC section 4 (AdamW, cosine with warmup, weight decay 0.001, o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +60,14 @@ class TrainConfig:
     seed: int = 42
     bf16: bool | Literal["auto"] = "auto"
     """bf16 autocast. "auto": on with a GPU, off on CPU (set true on CPU after checking accuracy, see bench/)."""
+    bf16_mode: Literal["auto", "autocast", "master_weights"] = "auto"
+    """How bf16 is used. ``autocast``: fp32 weights, matmuls cast to bf16 per op.
+    ``master_weights``: the model computes in bf16 end to end while the optimizer keeps fp32
+    master weights and fp32 gradients (no per-op casts; what DeepSpeed's bf16 mode does).
+    "auto": master_weights on CPU (faster there, see bench/RESULTS.md), autocast on GPU."""
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
+    """Attention kernel while training. "auto": eager on CPU (torch's CPU flash-attention
+    backward is slower than plain matmuls at these lengths, see bench/), the model's default on GPU."""
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     """"auto": on with a GPU, off on CPU."""
     dropout: bool = False
@@ -92,6 +101,34 @@ class TrainConfig:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.max_length < 8:
             raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Sizes, rates and counts that would fail (or silently do nothing) hours into a run."""
+        at_least = {
+            "epochs": 1, "eval_batch": 1, "log_every": 1, "keep_checkpoints": 1, "mega_batches": 1,
+            "max_groups": 1, "eval_every": 0, "checkpoint_every": 0, "group_overhead": 0, "seed": 0,
+        }  # fmt: skip
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise ConfigError(
+                    f"{key} must be >= {low}, got {getattr(self, key)}; fix the value of {key!r}"
+                )
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1 (or omitted), got {self.max_steps}")
+        positive = {"lr": self.lr, "adam_eps": self.adam_eps}
+        non_negative = {
+            "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
+            "loss.center_coef": self.loss.center_coef, "loss.margin_scale": self.loss.margin_scale,
+        }  # fmt: skip
+        for key, value in positive.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{key} must be a positive number, got {value}; e.g. lr: 5.0e-5")
+        for key, value in non_negative.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{key} must be a number >= 0, got {value}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
 
     @property
     def accumulation_steps(self) -> int:

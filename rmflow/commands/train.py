@@ -28,11 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from rmcore.config import ConfigError, config_hash, from_mapping, load_yaml
+    from rmcore.config import ConfigError, allowed_roots, config_hash, confined_path, from_mapping, load_yaml
+    from rmcore.recipe import check_train_paths
     from rmcore.train import LoggingSink, train_reward_model
     from rmcore.train_config import TrainConfig
 
     data = load_yaml(args.config)
+    # Files CONFIG names for reading settings or data stay inside these folders; a local model
+    # folder may be anywhere (a checkpoint the user trained), as may --mixture/--out.
+    roots = allowed_roots(Path(args.config).resolve().parent)
+    check_train_paths({"deepspeed": data.get("deepspeed")}, str(args.config), roots)
+    if not args.mixture and isinstance(data.get("mixture"), str):
+        confined_path(data["mixture"], where=f"{args.config}.mixture", base=Path.cwd(), roots=roots)
     mixture = args.mixture or data.pop("mixture", None)
     data.pop("mixture", None)
     if args.max_steps is not None:
