@@ -328,6 +328,7 @@ def train_reward_model(
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = _load_model(config)
+    _set_attention(model, config, device)
     train_pairs, eval_pairs = load_mixture_pairs(config, Path(mixture_path), model.tokenizer)
     if not config.dropout:
         disable_dropout(model)
@@ -343,9 +344,7 @@ def train_reward_model(
         else min(config.max_steps, per_epoch * config.epochs)
     )
     bf16 = _use_bf16(config, device)
-    engine = (
-        DeepSpeedEngine(config, model, total, bf16) if config.deepspeed else TorchEngine(config, model, total)
-    )
+    engine = _make_engine(config, model, total, bf16, device)
     loop = _Loop(config, engine, train_pairs, eval_pairs, sink, device, total, bf16)
     ckpt_root = output_dir / "checkpoints"
     found = latest_checkpoint(ckpt_root, config_hash=loop.hash) if resume else None
@@ -372,6 +371,32 @@ def train_reward_model(
     )
 
 
+def _make_engine(config: TrainConfig, model: RewardModel, total: int, bf16: bool, device: torch.device):
+    """DeepSpeed when configured; else bf16 with fp32 master weights or plain PyTorch (+ autocast)."""
+    if config.deepspeed:
+        return DeepSpeedEngine(config, model, total, bf16)
+    mode = config.bf16_mode
+    if mode == "auto":
+        mode = "autocast" if device.type == "cuda" else "master_weights"
+    if bf16 and mode == "master_weights":
+        from rmcore.master_weights import MasterWeightsEngine
+
+        return MasterWeightsEngine(config, model, total)
+    return TorchEngine(config, model, total)
+
+
+def _set_attention(model: RewardModel, config: TrainConfig, device: torch.device) -> None:
+    """The attention kernel for training ("auto": eager on CPU, the model's default elsewhere)."""
+    choice = config.attn_implementation
+    if choice == "auto":
+        if device.type != "cpu":
+            return
+        choice = "eager"
+    if getattr(model.hf.config, "_attn_implementation", None) != choice:
+        model.hf.set_attn_implementation(choice)
+        log.info("attention implementation: %s", choice)
+
+
 def _load_model(config: TrainConfig) -> RewardModel:
     model = load_reward_model(
         config.model,
@@ -388,6 +413,8 @@ def _load_model(config: TrainConfig) -> RewardModel:
 
 class TorchEngine:
     """Plain PyTorch: AdamW, LambdaLR warmup/cosine, clip_grad_norm_."""
+
+    autocast = True  # with bf16: fp32 weights, bf16 autocast
 
     def __init__(self, config: TrainConfig, model: RewardModel, total: int) -> None:
         self.config, self.model, self.module = config, model, model
@@ -435,6 +462,8 @@ class DeepSpeedEngine:
     Runs in one CPU process with gloo: the env vars a launcher would set (RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT) get single-process defaults when absent.
     """
+
+    autocast = True
 
     def __init__(self, config: TrainConfig, model: RewardModel, total: int, bf16: bool) -> None:
         import deepspeed
@@ -576,7 +605,7 @@ class _Loop:
                 _batch(self.train_pairs, micro, self.pad_id, cfg.max_groups, cfg.group_overhead), self.device
             )
             weight = len(micro) / len(batch)  # the step's loss is the mean over the global batch
-            with _autocast(self.device, self.bf16):
+            with _autocast(self.device, self.bf16 and self.engine.autocast):
                 r_c, r_r = split_rewards(pair_rewards(self.engine.module, b))
             loss, m = bradley_terry_loss(
                 r_c, r_r, margin=b.margins, center_coef=cfg.loss.center_coef, hinge=cfg.loss.hinge
@@ -598,6 +627,6 @@ class _Loop:
             pad_id=self.pad_id,
             batch=self.config.eval_batch,
             device=self.device,
-            bf16=self.bf16,
+            bf16=self.bf16 and self.engine.autocast,
             config=self.config,
         )

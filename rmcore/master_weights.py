@@ -1,0 +1,115 @@
+"""bf16 training with fp32 master weights: the model computes in bf16, the optimizer in fp32.
+
+Autocast keeps the weights in fp32 and casts every matmul's inputs to bf16 on each call,
+and leaves layer norms, GELU, softmax and residual adds in fp32. On a CPU those casts and
+fp32 element-wise passes cost as much as the bf16 matmuls save (bench/RESULTS.md). Here
+instead a bf16 working copy of the model runs forward and backward, and an fp32 copy (the
+one the optimizer, checkpoints and the exported model see) is the source of truth:
+
+- after each backward, the bf16 gradients are added into fp32 gradients of the master copy
+  (accumulation over micro-batches happens in fp32);
+- clipping and the AdamW step run on the fp32 master weights;
+- the updated master weights are copied (rounded) into the bf16 working copy.
+
+This is the recipe of mixed-precision training with master weights (Micikevicius et al.,
+2018; DeepSpeed's bf16 mode). bf16 has fp32's exponent range, so no loss scaling is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rmcore.checkpoint import load_checkpoint, save_checkpoint
+from rmcore.model import RewardModel
+from rmcore.train_config import TrainConfig
+
+
+def bf16_working_copy(model: RewardModel) -> RewardModel:
+    """A bf16 copy of ``model`` sharing its tokenizer and settings (not its tensors)."""
+    hf = copy.deepcopy(model.hf).to(torch.bfloat16)
+    return RewardModel(
+        hf,
+        model.tokenizer,
+        pooling=model.pooling,
+        max_length=model.max_length,
+        truncation=model.truncation,
+        norm_stats=model.norm_stats,
+    ).train(model.training)
+
+
+class MasterWeightsEngine:
+    """Plain PyTorch engine (same interface as ``rmcore.train.TorchEngine``) for bf16 + fp32 masters.
+
+    ``model`` (fp32) is what checkpoints hold and what is exported; ``module`` (bf16) is what
+    the loop runs forward and backward.
+    """
+
+    autocast = False  # the working copy is already bf16
+
+    def __init__(self, config: TrainConfig, model: RewardModel, total: int) -> None:
+        from rmcore.train import make_optimizer, make_scheduler
+
+        self.config, self.model = config, model
+        self.module = bf16_working_copy(model)
+        self.pairs = [
+            (master, work)
+            for master, work in zip(model.parameters(), self.module.parameters(), strict=True)
+            if master.requires_grad
+        ]
+        self.optimizer = make_optimizer(config, model)
+        self.scheduler = make_scheduler(config, self.optimizer, total)
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward through the bf16 copy, then move its gradients into fp32 master gradients."""
+        loss.backward()
+        for master, work in self.pairs:
+            if work.grad is None:
+                continue
+            if master.grad is None:
+                master.grad = work.grad.float()
+            else:
+                master.grad.add_(work.grad)
+            work.grad = None
+
+    def step(self) -> float:
+        """Clip and step in fp32, then round the new master weights into the bf16 copy."""
+        params = [master for master, _ in self.pairs]
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sync()
+        return norm
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy every master weight (and buffer) into the bf16 working copy."""
+        for master, work in zip(self.model.state_dict().values(), self.module.state_dict().values(), strict=True):
+            work.copy_(master)
+
+    def save(self, root: Path, step: int, state: dict[str, Any]) -> Path:
+        return save_checkpoint(
+            root,
+            step,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=state,
+            keep=self.config.keep_checkpoints,
+        )
+
+    def restore(self, path: Path) -> dict[str, Any]:
+        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        self.sync()
+        return state
+
+    def export(self, root: Path, checkpoint: Path | None) -> RewardModel:
+        return self.model
