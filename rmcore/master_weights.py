@@ -92,7 +92,9 @@ class MasterWeightsEngine:
     @torch.no_grad()
     def sync(self) -> None:
         """Copy every master weight (and buffer) into the bf16 working copy."""
-        for master, work in zip(self.model.state_dict().values(), self.module.state_dict().values(), strict=True):
+        for master, work in zip(
+            self.model.state_dict().values(), self.module.state_dict().values(), strict=True
+        ):
             work.copy_(master)
 
     def save(self, root: Path, step: int, state: dict[str, Any]) -> Path:

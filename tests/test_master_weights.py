@@ -54,7 +54,9 @@ def test_updates_too_small_for_bf16_accumulate_in_the_fp32_masters(tiny_bert):
     disable_dropout(model)
     engine = MasterWeightsEngine(cfg, model, total=10)
     rows = toy_pairs(8)
-    pairs = encode_pairs(model.tokenizer, [r["chosen"] for r in rows], [r["rejected"] for r in rows], max_length=64)
+    pairs = encode_pairs(
+        model.tokenizer, [r["chosen"] for r in rows], [r["rejected"] for r in rows], max_length=64
+    )
     head = model.hf.classifier.weight
     start = head.detach().clone()
     assert engine.module.hf.classifier.weight.dtype == torch.bfloat16
@@ -85,7 +87,9 @@ def test_gradients_accumulate_in_fp32_across_micro_batches(tiny_bert):
     disable_dropout(model)
     engine = MasterWeightsEngine(cfg, model, total=10)
     rows = toy_pairs(4)
-    pairs = encode_pairs(model.tokenizer, [r["chosen"] for r in rows], [r["rejected"] for r in rows], max_length=64)
+    pairs = encode_pairs(
+        model.tokenizer, [r["chosen"] for r in rows], [r["rejected"] for r in rows], max_length=64
+    )
     engine.backward(_loss(engine, pairs))
     once = model.hf.classifier.weight.grad.clone()
     engine.backward(_loss(engine, pairs))
