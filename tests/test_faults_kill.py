@@ -135,7 +135,7 @@ TRAIN_KILLS = {
     "mid-checkpoint-save": {
         "target": "torch:save",
         "mode": "torn",
-        "match": ".tmp-step-0000004",
+        "match": ["step-0000004", "training_state.pt"],
         "path_arg": 1,
     },
 }
