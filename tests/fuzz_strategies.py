@@ -177,6 +177,9 @@ def helpsteer_row(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+RATING = st.one_of(st.integers(1, 5), st.sampled_from((1.5, 4.5)))  # real files mix 4 and 4.5
+
+
 @st.composite
 def capybara_row(draw: st.DrawFn) -> dict[str, Any]:
     prompt = draw(st.one_of(SHORT, TEXT))
@@ -185,8 +188,8 @@ def capybara_row(draw: st.DrawFn) -> dict[str, Any]:
         "prompt": prompt,
         "chosen": _messages(prompt, draw(SHORT)),
         "rejected": _messages(prompt, draw(SHORT)),
-        "rating_chosen": draw(st.integers(1, 5)),
-        "rating_rejected": draw(st.integers(1, 5)),
+        "rating_chosen": draw(RATING),
+        "rating_rejected": draw(RATING),
         "chosen_model": "m",
         "rejected_model": "n",
     }

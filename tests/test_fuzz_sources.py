@@ -144,11 +144,19 @@ def test_damaged_rows_do_not_change_the_fate_of_valid_rows(source: str) -> None:
             write_mirror(source, "train", Path(b), [[encode_row(r) for r in rows]])
             mixed = clean_source(source, "train", options, Path(b))
         position = {i: k for k, i in enumerate(order)}  # valid row i sits at line position[i]
-        kept_alone = {position[i] for i in alone.pairs["source_row"].to_pylist()}
-        kept_mixed = {r for r in mixed.pairs["source_row"].to_pylist() if order[r] < len(valid)}
-        assert kept_mixed == kept_alone
+        kept_alone = {position[p["source_row"]]: _content(p) for p in alone.pairs.to_pylist()}
+        kept_mixed = {
+            p["source_row"]: _content(p)
+            for p in mixed.pairs.to_pylist()
+            if order[p["source_row"]] < len(valid)
+        }
+        assert kept_mixed == kept_alone  # same rows kept, with the same texts and scores
 
     check()
+
+
+def _content(pair: dict) -> tuple:
+    return pair["pair_id"], pair["chosen_score"], pair["rejected_score"]
 
 
 # ---------------------------------------------------------------- typed tables and Parquet mirrors
@@ -300,7 +308,7 @@ def test_columns_missing_from_the_first_row_are_still_read(tmp_path: Path) -> No
 
 
 def test_a_float_rating_beside_integer_ratings_survives_a_junk_row(tmp_path: Path) -> None:
-    # Was: the junk row forced a per-column vote; int64 won and the 4.5-rated row was quarantined.
+    # Was: the junk row forced a per-column vote; int64 won and pyarrow silently truncated 4.5 to 4.
     def row(c: float, r: float) -> dict:
         return {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": f"a{c}"}],
                 "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": f"b{r}"}],
@@ -309,7 +317,8 @@ def test_a_float_rating_beside_integer_ratings_survives_a_junk_row(tmp_path: Pat
     junk = {**row(5, 1), "rating_chosen": "five"}
     lines = [encode_row(x) for x in (row(5, 1), row(4, 2), row(4.5, 1), junk)]
     result = _clean_lines(tmp_path, "capybara", lines)
-    assert sorted(result.pairs["source_row"].to_pylist()) == [0, 1, 2]
+    scores = dict(zip(result.pairs["source_row"].to_pylist(), result.pairs["chosen_score"].to_pylist()))
+    assert scores == {0: 5.0, 1: 4.0, 2: 4.5}
     assert _codes(result) == [(3, "wrong_type")]
 
 
