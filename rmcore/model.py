@@ -72,13 +72,33 @@ class RewardModel(torch.nn.Module):
         return self.hf.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._rewards(attention_mask, input_ids=input_ids)
+
+    def grouped_rewards(self, groups: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """Rewards of several (input_ids, attention_mask) sub-batches of one micro-batch.
+
+        With "mean" or "cls" pooling the token embeddings of all groups are looked up in one
+        call, so backward builds the (vocab x hidden) embedding gradient once per micro-batch
+        instead of once per group. "last" pooling needs the input ids inside the stock
+        forward (to find the last non-pad token), so its groups run one by one.
+        """
+        if self.pooling == "last" or len(groups) == 1:
+            return [self(ids, mask) for ids, mask in groups]
+        flat = torch.cat([ids.reshape(-1) for ids, _ in groups])
+        embeds = self.hf.get_input_embeddings()(flat).split([ids.numel() for ids, _ in groups])
+        return [
+            self._rewards(mask, inputs_embeds=e.view(*ids.shape, -1))
+            for (ids, mask), e in zip(groups, embeds, strict=True)
+        ]
+
+    def _rewards(self, attention_mask: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         if self.pooling == "mean":
-            hidden = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self.hf.base_model(attention_mask=attention_mask, **inputs).last_hidden_state
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             rewards = _linear_head(self.hf)(pooled)
         else:
-            rewards = self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+            rewards = self.hf(attention_mask=attention_mask, **inputs).logits
         return rewards[:, 0].float()
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:

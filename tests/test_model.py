@@ -149,3 +149,32 @@ def _padded(ids, pad_id):
     input_ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in ids])
     mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids])
     return input_ids, mask
+
+
+def test_grouped_rewards_look_up_embeddings_once_with_the_same_rewards_and_gradients(tmp_path):
+    """Length groups share one embedding lookup (one vocab x hidden gradient per micro-batch),
+    with rewards and gradients equal to running the groups one by one."""
+    model = load_reward_model(build_tiny_model_dir(tmp_path / "m", "bert", pooling="mean")).eval()
+    ids = [
+        encode_conversation(model.tokenizer, c, max_length=128) for c in (CHOSEN, REJECTED, REJECTED, CHOSEN)
+    ]
+    ids[1] = ids[1][:3]  # very different lengths: the batch splits into groups
+    batch = collate_pairs(ids[:2], ids[2:], pad_id=0, max_groups=4, group_overhead=0)
+    assert len(batch.groups) > 1
+    calls = []
+    model.hf.get_input_embeddings().register_forward_hook(lambda *a: calls.append(1))
+    shared = pair_rewards(model, batch)
+    assert len(calls) == 1
+    shared.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert "hf.bert.embeddings.word_embeddings.weight" in grads
+    model.zero_grad()
+    separate = torch.cat([model(g.input_ids, g.attention_mask) for g in batch.groups])
+    separate = separate[torch.argsort(torch.cat([g.rows for g in batch.groups]))]
+    assert len(calls) == 1 + len(batch.groups)
+    assert shared.tolist() == pytest.approx(separate.tolist(), abs=1e-6)
+    separate.sum().backward()
+    for name, param in model.named_parameters():
+        assert (param.grad is None) == (name not in grads), name
+        if param.grad is not None:
+            torch.testing.assert_close(grads[name], param.grad, atol=1e-6, rtol=1e-5, msg=name)
