@@ -148,6 +148,7 @@ def test_two_runs_of_one_recipe_and_one_of_another_at_once(
         assert sorted(aliases) == ["candidate", "champion"]
 
 
+@pytest.mark.slow
 def test_generated_sample_written_by_one_run_is_never_read_half_written_by_another(
     setup: dict, tmp_path: Path
 ):

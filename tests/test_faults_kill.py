@@ -155,6 +155,7 @@ def _complete_checkpoints(partial: Path) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(TRAIN_KILLS))
 def test_kill_during_training_then_rerun_resumes_to_the_same_weights(
     point: str, setup: dict, reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -189,6 +190,7 @@ def test_kill_during_training_then_rerun_resumes_to_the_same_weights(
 # --- evaluation -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_during_evaluation_then_rerun_equals_uninterrupted(setup: dict, reference: dict, tmp_path: Path):
     from flows.evaluate import evaluate_flow
 
