@@ -117,6 +117,20 @@ def recipe_from_mapping(
     return recipe
 
 
+def require_train(recipe: Recipe) -> Recipe:
+    """The end-to-end pipeline trains: refuse a recipe without a ``train`` section up front.
+
+    (``rmflow mix`` and the data flows do not need one.) Without this check the pipeline ran
+    download, cleaning and the mixture, then failed on ``train["model"]``.
+    """
+    if not recipe.train:
+        raise ConfigError(
+            f"{recipe.path or recipe.name}: no 'train' section, and the pipeline trains a model. "
+            "Fix: add one (at least train.model), e.g. as in deployments/recipes/demo.yaml"
+        )
+    return recipe
+
+
 def resolve_recipe_path(recipe: str | Path) -> Path:
     """A path, or a bare name of a shipped recipe (``v1`` -> deployments/recipes/v1.yaml)."""
     path = Path(recipe)

@@ -19,7 +19,7 @@ import yaml
 from rmcore.config import PROJECT_ROOT, ConfigError, from_mapping
 from rmcore.evaluate.config import EvalConfig
 from rmcore.mixtures import SourceSpec
-from rmcore.recipe import load_recipe, recipe_from_mapping
+from rmcore.recipe import load_recipe, recipe_from_mapping, require_train
 from rmcore.train_config import TrainConfig
 
 DEMO = yaml.safe_load((PROJECT_ROOT / "deployments/recipes/demo.yaml").read_text())
@@ -181,6 +181,16 @@ def test_extra_roots_come_from_the_environment(tmp_path: Path, monkeypatch: pyte
         load_recipe(recipe)
     monkeypatch.setenv("RMFLOW_ALLOWED_ROOTS", str(models))
     assert load_recipe(recipe).train["model"] == str(models / "m")
+
+
+def test_pipeline_needs_a_train_section(tmp_path: Path) -> None:
+    recipe = _recipe()
+    del recipe["train"]
+    path = _write(tmp_path / "r.yaml", recipe)
+    loaded = load_recipe(path)  # fine for the data flows (rmflow mix)
+    with pytest.raises(ConfigError, match="no 'train' section.*Fix: add one"):
+        require_train(loaded)
+    assert require_train(load_recipe("demo")).name == "demo"
 
 
 def test_typed_configs_reject_directly() -> None:
