@@ -53,11 +53,38 @@ def run(args: argparse.Namespace) -> dict:
     state = use_running_stack()
     from flows.pipeline import pipeline_flow
 
-    summary = pipeline_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)
+    try:
+        summary = pipeline_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)
+    except Exception as e:
+        lost = prefect_api_lost(e)
+        if lost is None:
+            raise
+        raise lost from e
     if state:
         summary["prefect_ui"] = state["prefect_url"]
         summary["mlflow_ui"] = state["mlflow_url"]
     return summary
+
+
+def prefect_api_lost(exc: BaseException) -> RuntimeError | None:
+    """A one-line reason naming the Prefect API when the run failed because it is not reachable.
+
+    httpx only says "[Errno 111] Connection refused"; the user needs to know which server.
+    """
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    seen, cause = set(), exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)):
+            url = PREFECT_API_URL.value() or "the ephemeral Prefect API"
+            return RuntimeError(
+                f"the Prefect API at {url} is not reachable ({cause}); stages that "
+                "finished are cached: rerun once it is back (`rmflow status` shows the local stack)"
+            )
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def render(s: dict) -> None:
