@@ -127,7 +127,8 @@ def test_trust_remote_code_is_recorded_on_the_mlflow_run(
     from flows.model_stages import TRUST_TAG, start_tracking
     from rmcore.recipe import load_recipe
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # undone after the test (MLflow exports both)
+        monkeypatch.setenv(var, f"sqlite:///{tmp_path / 'mlflow.db'}")
     demo = load_recipe("demo")
     assert "trust_remote_code" not in demo.train  # the shipped recipe leaves it off
     trusted = replace(demo, train={**demo.train, "trust_remote_code": True})
@@ -430,7 +431,8 @@ def test_secret_env_values_appear_nowhere_a_run_writes(
     }
     for name, value in canaries.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # undone after the test (MLflow exports both)
+        monkeypatch.setenv(var, f"sqlite:///{tmp_path / 'mlflow.db'}")
     caplog.set_level(logging.DEBUG, logger="rmcore")
     caplog.set_level(logging.DEBUG, logger="tasks")
     caplog.set_level(logging.DEBUG, logger="flows")
