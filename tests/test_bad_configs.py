@@ -233,8 +233,9 @@ def _write(path: Path, data: dict) -> Path:
             _recipe(train={"deepspeed": "../../../etc/passwd"}),
             ("train.deepspeed", "outside the folders"),
         ),
+        ("run", {k: v for k, v in DEMO.items() if k != "train"}, ("no 'train' section",)),
     ],
-    ids=["run-negative-lr", "mix-unknown-source", "run-path-escape"],
+    ids=["run-negative-lr", "mix-unknown-source", "run-path-escape", "run-no-train"],
 )
 def test_cli_refuses_a_bad_recipe_before_any_work(
     tmp_path: Path, command: str, recipe: dict, fragments: tuple[str, ...]

@@ -47,9 +47,9 @@ def use_running_stack() -> dict | None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from rmcore.recipe import load_recipe
+    from rmcore.recipe import load_recipe, require_train
 
-    load_recipe(args.recipe)  # refuse a bad recipe before any work (or server) starts
+    require_train(load_recipe(args.recipe))  # refuse a bad recipe before any work (or server) starts
     state = use_running_stack()
     from flows.pipeline import pipeline_flow
 
