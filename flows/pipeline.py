@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import run_evaluate, run_leaderboards, run_register, run_train, start_tracking
+from rmcore.recipe import require_train
 from tasks import tracking
 
 
@@ -25,6 +26,7 @@ def pipeline_flow(
     work_dir: where stage outputs go (content-addressed); empty: $RMFLOW_WORK_DIR or ./runs.
     """
     ctx = resolve(recipe, data_dir, work_dir)
+    require_train(ctx.recipe)  # runs started from the UI are checked too, before any work
     data = run_data_stages(ctx)
     run_id = start_tracking(ctx, str(flow_run.get_id() or "local"), str(flow_run.get_name() or "local"), data)
     failed = True
