@@ -9,6 +9,10 @@ tokens (6 x non-embedding params x tokens/s) against the bf16/fp32 matmul peak p
 peak memory, held-out accuracy of both on the same unseen pairs, and how close rmflow's bf16
 per-step losses are to its fp32 ones on the same batches.
 
+rmflow runs three ways: bf16 as shipped on CPU (bf16 compute with fp32 master weights, eager
+attention), fp32, and the first session's bf16 (autocast over fp32 weights, SDPA attention) so
+the effect of those two changes shows in the same run.
+
     .venv/bin/python bench/bench_train.py              # 30 steps
     .venv/bin/python bench/bench_train.py --steps 5    # quick
 """
@@ -130,7 +134,9 @@ def worker_trl(spec: dict) -> dict:
             "idx": list(range(len(rows))),
         }
     )
-    model = AutoModelForSequenceClassification.from_pretrained(spec["model"], num_labels=1, use_safetensors=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        spec["model"], num_labels=1, use_safetensors=True
+    )
     args = RewardConfig(
         output_dir=spec["tmp"],
         per_device_train_batch_size=spec["batch"],
@@ -240,6 +246,7 @@ def worker_rmflow(spec: dict) -> dict:
         max_steps=spec["steps"],
         log_every=1,
         bf16=spec["bf16"],
+        **spec.get("overrides", {}),
         eval_batch=32,
         seed=42,
     )
@@ -309,6 +316,11 @@ def main() -> None:
     spec["kept"] = trl["kept"]
     ours = run_worker("rmflow", {**spec, "bf16": True})
     ours32 = run_worker("rmflow", {**spec, "bf16": False})
+    # the first session's configuration: bf16 autocast over fp32 weights, SDPA attention
+    before = run_worker(
+        "rmflow",
+        {**spec, "bf16": True, "overrides": {"bf16_mode": "autocast", "attn_implementation": "sdpa"}},
+    )
     flops = {
         k: 6 * v["non_embedding_params"] * v["tokens_per_s"] / 1e9
         for k, v in (("trl", trl), ("rmflow", ours))
@@ -326,15 +338,18 @@ def main() -> None:
             "trl_fp32": round(trl["tokens_per_s"], 1),
             "rmflow_bf16": round(ours["tokens_per_s"], 1),
             "rmflow_fp32": round(ours32["tokens_per_s"], 1),
+            "rmflow_bf16_autocast_sdpa": round(before["tokens_per_s"], 1),
         },
         "tokens_per_cpu_s": {
             "trl_fp32": round(trl["cpu_tokens_per_s"], 1),
             "rmflow_bf16": round(ours["cpu_tokens_per_s"], 1),
             "rmflow_fp32": round(ours32["cpu_tokens_per_s"], 1),
+            "rmflow_bf16_autocast_sdpa": round(before["cpu_tokens_per_s"], 1),
         },
         "ratio_per_cpu_s_rmflow_bf16_vs_trl": round(ours["cpu_tokens_per_s"] / trl["cpu_tokens_per_s"], 2),
         "ratio_rmflow_bf16_vs_trl": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
         "ratio_rmflow_fp32_vs_trl": round(ours32["tokens_per_s"] / trl["tokens_per_s"], 2),
+        "ratio_rmflow_bf16_autocast_sdpa_vs_trl": round(before["tokens_per_s"] / trl["tokens_per_s"], 2),
         "padding_efficiency": {
             "trl": round(trl["padding_efficiency"], 3),
             "rmflow": round(ours["padding_efficiency"], 3),
@@ -350,6 +365,7 @@ def main() -> None:
             "trl": trl["eval_accuracy"],
             "rmflow_bf16": ours["eval_accuracy"],
             "rmflow_fp32": ours32["eval_accuracy"],
+            "rmflow_bf16_autocast_sdpa": before["eval_accuracy"],
             "length_rule": ours["length_baseline"],
         },
         "max_step_loss_gap_bf16_vs_fp32": round(loss_gap, 5),
