@@ -113,14 +113,26 @@ def load_checkpoint(
 def save_deepspeed_checkpoint(
     root: Path, step: int, *, engine: Any, state: dict[str, Any], keep: int = 2
 ) -> Path:
-    """DeepSpeed engine checkpoint (sharded optimizer state) + our trainer state."""
+    """DeepSpeed engine checkpoint (sharded optimizer state) + our trainer state.
+
+    Collective: every rank calls it and writes its own shards into the same temporary folder
+    (``root`` must be on a file system all ranks share); rank 0 alone creates the folder,
+    writes ``trainer_state.json`` and publishes it by rename once all shards are written.
+    """
+    from rmcore import distributed as dist
+
     final = checkpoint_dir(root, step)
     tmp = root / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if dist.is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    dist.barrier()
     engine.save_checkpoint(str(tmp), tag="ds", client_state={"rng_cpu": torch.get_rng_state()})
-    (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
-    _publish(tmp, final, root, keep)
+    dist.barrier()  # every rank's shards are on disk
+    if dist.is_main():
+        (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
+        _publish(tmp, final, root, keep)
+    dist.barrier()  # nobody goes on (or resumes) before the checkpoint is published
     return final
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from rmcore import distributed as dist
 from rmcore.batching import pair_rewards, plan_global_batches, split_micro_batches
 from rmcore.checkpoint import (
     latest_checkpoint,
@@ -31,7 +32,7 @@ from rmcore.checkpoint import (
     save_checkpoint,
     save_deepspeed_checkpoint,
 )
-from rmcore.config import config_hash
+from rmcore.config import ConfigError, config_hash
 from rmcore.data import EncodedPairs, PairBatch, collate_pairs, encode_pairs
 from rmcore.io import read_table, write_json
 from rmcore.loss import bradley_terry_loss, split_rewards
@@ -78,6 +79,9 @@ class TrainResult:
     data: dict[str, int] = field(default_factory=dict)
     """Pair counts: train/eval pairs, truncated sequences, dropped pairs."""
     real_tokens: int = 0
+    """Real tokens trained on, summed over all ranks."""
+    seen_pairs: list[int] = field(default_factory=list)
+    """Train-pair indices this process trained on, in order (its data shard when W > 1)."""
     step_seconds: float = 0.0
     """Wall time of the optimizer steps (what tokens_per_s divides by)."""
     step_cpu_seconds: float = 0.0
@@ -323,7 +327,16 @@ def train_reward_model(
     With ``config.deepspeed`` the same loop runs through ``deepspeed.initialize`` (ZeRO
     1/2/3); otherwise plain PyTorch. ``resume`` continues from the newest checkpoint under
     ``output_dir/checkpoints`` made with the same config.
+
+    Under a launcher with WORLD_SIZE > 1 (DeepSpeed only) each rank trains on its share of
+    every global batch (``rmcore.distributed``); metrics are global, only rank 0 logs them
+    to ``sink`` and writes the model and metrics.json; every rank returns the same paths.
     """
+    if dist.launched_world_size() > 1 and not config.deepspeed:
+        raise ConfigError(
+            f"launched with WORLD_SIZE={dist.launched_world_size()} but the config sets no `deepspeed:`; "
+            "multi-process training runs through DeepSpeed: set deepspeed: deployments/deepspeed/zero2.json"
+        )
     output_dir, sink = Path(output_dir), sink or LoggingSink()
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -345,6 +358,8 @@ def train_reward_model(
     )
     bf16 = _use_bf16(config, device)
     engine = _make_engine(config, model, total, bf16, device)
+    if not dist.is_main():
+        sink = dist.NullSink()  # rank 0 logs the global (all-reduced) metrics
     loop = _Loop(config, engine, train_pairs, eval_pairs, sink, device, total, bf16)
     ckpt_root = output_dir / "checkpoints"
     found = latest_checkpoint(ckpt_root, config_hash=loop.hash) if resume else None
@@ -352,11 +367,14 @@ def train_reward_model(
     loop.last_checkpoint, loop.last_train = found, state.get("train_metrics", {})
     start = state["step"]
     loop.run(start, ckpt_root)
-    eval_metrics, norm = loop.evaluate()
-    final = engine.export(ckpt_root, loop.last_checkpoint)
-    model_dir = final.save(output_dir / "model", norm_stats=norm)
+    eval_metrics, norm = loop.evaluate()  # every rank (ZeRO-3 forwards are collective), same result
     metrics = {**loop.last_train, **eval_metrics}
-    write_json({"metrics": metrics, "data": loop.data_stats, "steps": total}, output_dir / "metrics.json")
+    model_dir = output_dir / "model"
+    if dist.is_main():
+        final = engine.export(ckpt_root, loop.last_checkpoint)
+        model_dir = final.save(model_dir, norm_stats=norm)
+        write_json({"metrics": metrics, "data": loop.data_stats, "steps": total}, output_dir / "metrics.json")
+    dist.barrier()  # the model folder exists for every rank once this returns
     return TrainResult(
         model_dir=model_dir,
         metrics=metrics,
@@ -366,6 +384,7 @@ def train_reward_model(
         padding_efficiency=loop.totals.real / max(loop.totals.processed, 1),
         data=loop.data_stats,
         real_tokens=loop.totals.real,
+        seen_pairs=loop.seen_pairs,
         step_seconds=loop.totals.seconds,
         step_cpu_seconds=loop.cpu_seconds,
     )
@@ -459,8 +478,10 @@ class DeepSpeedEngine:
     """``deepspeed.initialize`` around the same model, optimizer (torch AdamW, a client
     optimizer: no compiled ops) and schedule; ZeRO stage from the JSON config.
 
-    Runs in one CPU process with gloo: the env vars a launcher would set (RANK, WORLD_SIZE,
-    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) get single-process defaults when absent.
+    Under a launcher (torchrun, deepspeed, accelerate) it joins the launcher's process group;
+    alone it runs in one CPU process with gloo: the env vars a launcher would set (RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) get single-process defaults when absent.
+    ``micro_steps``: backward calls per optimizer step on each rank (the accumulation steps).
     """
 
     autocast = True
@@ -476,6 +497,7 @@ class DeepSpeedEngine:
         scheduler = make_scheduler(config, optimizer, total)
         ds_config = deepspeed_config(config, bf16, world_size=torch.distributed.get_world_size())
         self.stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+        self.micro_steps = ds_config["gradient_accumulation_steps"]
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
@@ -485,8 +507,8 @@ class DeepSpeedEngine:
         return float(self.scheduler.get_last_lr()[0])
 
     def backward(self, loss: torch.Tensor) -> None:
-        # The engine divides by the accumulation steps; our loss is already weighted.
-        self.engine.backward(loss * self.config.accumulation_steps)
+        # The engine divides by its accumulation steps (per rank); our loss is already weighted.
+        self.engine.backward(loss * self.micro_steps)
         self.engine.step()  # steps the optimizer only at the accumulation boundary
 
     def step(self) -> float:
@@ -530,12 +552,22 @@ def _single_process_env() -> None:
 
 
 def deepspeed_config(config: TrainConfig, bf16: bool, *, world_size: int = 1) -> dict[str, Any]:
-    """The JSON config with its "auto" values filled from the training config."""
+    """The JSON config with its "auto" values filled from the training config.
+
+    ``global_batch`` pairs per optimizer step are shared by ``world_size`` ranks, so each rank
+    accumulates ``global_batch / (micro_batch * world_size)`` micro-batches.
+    """
+    per_step = config.micro_batch * world_size
+    if config.global_batch % per_step:
+        raise ConfigError(
+            f"global_batch ({config.global_batch}) must be a multiple of micro_batch * world size "
+            f"({config.micro_batch} * {world_size} = {per_step}); set global_batch to a multiple of {per_step}"
+        )
     ds = json.loads(Path(config.deepspeed).read_text())
     filled = {
         "train_micro_batch_size_per_gpu": config.micro_batch,
-        "gradient_accumulation_steps": config.accumulation_steps,
-        "train_batch_size": config.micro_batch * config.accumulation_steps * world_size,
+        "gradient_accumulation_steps": config.global_batch // per_step,
+        "train_batch_size": config.global_batch,
         "gradient_clipping": config.max_grad_norm,
     }
     for key, value in filled.items():
@@ -565,6 +597,8 @@ class _Loop:
         self.last_train: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
         self.cpu_seconds = 0.0  # process CPU time of the steps (less sensitive to a shared CPU)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.seen_pairs: list[int] = []  # pair indices this rank trained on
         self.data_stats = {
             "train_pairs": len(train_pairs),
             "eval_pairs": len(eval_pairs),
@@ -595,26 +629,41 @@ class _Loop:
                 )
 
     def train_step(self, batch: list[int]) -> None:
-        """One optimizer step over a global batch (gradient accumulation over micro-batches)."""
+        """One optimizer step over a global batch (gradient accumulation over micro-batches).
+
+        With W ranks this rank runs its share of the micro-batches; loss weights make the
+        rank-averaged gradient that of the global batch's mean loss; metric sums are all-reduced.
+        """
         cfg = self.config
         t0, c0 = time.perf_counter(), time.process_time()
-        sums: dict[str, float] = {"lr": self.engine.lr()}
+        lr = self.engine.lr()  # the rate this step uses
+        sums: dict[str, float] = {}
         real = processed = 0
-        for micro in split_micro_batches(batch, self.lengths, cfg.micro_batch):
+        micros = split_micro_batches(batch, self.lengths, cfg.micro_batch)
+        pad_to = getattr(self.engine, "micro_steps", None)
+        for micro, is_real in dist.shard_micro_batches(micros, self.rank, self.world, pad_to=pad_to):
             b = _to(
                 _batch(self.train_pairs, micro, self.pad_id, cfg.max_groups, cfg.group_overhead), self.device
             )
-            weight = len(micro) / len(batch)  # the step's loss is the mean over the global batch
+            share = len(micro) / len(batch) if is_real else 0.0  # of the global batch's mean loss
             with _autocast(self.device, self.bf16 and self.engine.autocast):
                 r_c, r_r = split_rewards(pair_rewards(self.engine.module, b))
             loss, m = bradley_terry_loss(
                 r_c, r_r, margin=b.margins, center_coef=cfg.loss.center_coef, hinge=cfg.loss.hinge
             )
-            self.engine.backward(loss * weight)
+            self.engine.backward(loss * (share * self.world))  # ranks' gradients are averaged
             for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v * weight
-            real, processed = real + b.real_tokens, processed + b.processed_tokens
+                sums[k] = sums.get(k, 0.0) + v * share
+            if is_real:
+                real, processed = real + b.real_tokens, processed + b.processed_tokens
+                self.seen_pairs += micro
         sums["grad_norm"] = self.engine.step()
+        if self.world > 1:
+            keys = sorted(k for k in sums if k != "grad_norm")  # the grad norm is already global
+            *values, real, processed = dist.all_reduce_sum([sums[k] for k in keys] + [real, processed])
+            sums |= dict(zip(keys, values))
+            real, processed = int(real), int(processed)
+        sums["lr"] = lr
         seconds = time.perf_counter() - t0
         self.cpu_seconds += time.process_time() - c0
         self.window.add(sums, real=real, processed=processed, seconds=seconds)

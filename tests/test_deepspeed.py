@@ -9,6 +9,7 @@ import pytest
 from tiny import build_tiny_model_dir
 from train_helpers import toy_pairs, write_mixture
 
+from rmcore.config import ConfigError
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, deepspeed_config, train_reward_model
 from rmcore.train_config import TrainConfig
@@ -26,9 +27,12 @@ def test_zero_configs_fill_auto_values_from_the_training_config(stage):
         ds["train_micro_batch_size_per_gpu"],
         ds["gradient_accumulation_steps"],
         ds["train_batch_size"],
-    ) == (4, 4, 32)
+    ) == (4, 2, 16)  # 16 pairs per step shared by 2 ranks: 2 micro-batches of 4 on each
     assert ds["gradient_clipping"] == 0.5 and ds["bf16"]["enabled"] is False
     assert "auto" not in json.dumps(ds)
+    assert deepspeed_config(cfg, bf16=False, world_size=1)["gradient_accumulation_steps"] == 4
+    with pytest.raises(ConfigError, match=r"multiple of micro_batch \* world size \(4 \* 3 = 12\)"):
+        deepspeed_config(cfg, bf16=False, world_size=3)
 
 
 @pytest.mark.slow

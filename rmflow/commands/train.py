@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from rmcore.config import ConfigError, allowed_roots, config_hash, confined_path, from_mapping, load_yaml
+    from rmcore.distributed import is_main
     from rmcore.recipe import check_train_paths
     from rmcore.train import LoggingSink, train_reward_model
     from rmcore.train_config import TrainConfig
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> dict:
         result = train_reward_model(
             config, mixture_path=Path(mixture), output_dir=out, sink=LoggingSink(), resume=not args.no_resume
         )
+    if not is_main():
+        return None  # under a launcher (torchrun, deepspeed, accelerate) rank 0 prints the result
     return {
         "model_dir": str(result.model_dir),
         "steps": result.steps,

@@ -1,0 +1,112 @@
+"""Data-parallel training in two CPU processes (torchrun + gloo, DeepSpeed ZeRO-2).
+
+Two ranks share every global batch; the result must be the single-process run: the same
+per-step losses, the same tokens, one exported model. The sharding rule itself is checked
+without processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny import build_tiny_model_dir
+from train_helpers import toy_pairs, write_mixture
+
+from rmcore.config import ConfigError
+from rmcore.distributed import shard_micro_batches
+from rmcore.model import load_reward_model
+from rmcore.train import ListSink, train_reward_model
+from rmcore.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("multiprocess_worker.py")
+
+
+def test_each_rank_takes_every_wth_micro_batch_and_pads_to_the_accumulation_steps():
+    micros = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert shard_micro_batches(micros, 0, 2) == [([0, 1], True), ([4, 5], True)]
+    assert shard_micro_batches(micros, 1, 2) == [([2, 3], True), ([6, 7], True)]
+    # A short last global batch: 3 micro-batches over 2 ranks with 2 accumulation steps each;
+    # rank 1 repeats micro-batch 0 as padding (weight 0) so both ranks run 2 backwards.
+    short = [[0, 1], [2, 3], [4]]
+    assert shard_micro_batches(short, 0, 2, pad_to=2) == [([0, 1], True), ([4], True)]
+    assert shard_micro_batches(short, 1, 2, pad_to=2) == [([2, 3], True), ([0, 1], False)]
+    with pytest.raises(ValueError, match="more than the 1 accumulation steps"):
+        shard_micro_batches(micros, 0, 2, pad_to=1)
+
+
+def test_more_than_one_process_without_deepspeed_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"WORLD_SIZE=2 .* set deepspeed: deployments/deepspeed/zero2.json"):
+        train_reward_model(
+            TrainConfig(model="unused"), mixture_path=tmp_path / "none.parquet", output_dir=tmp_path / "o"
+        )
+
+
+@pytest.mark.slow
+def test_zero2_in_two_processes_matches_one_process(tmp_path):
+    """torchrun, 2 ranks, gloo. ~2-3 min on a busy 2-core machine (DeepSpeed compiles its
+    shm comm op into TORCH_EXTENSIONS_DIR on first use)."""
+    model = build_tiny_model_dir(tmp_path / "m", "bert", pooling="mean")
+    # 45 pairs -> 36 train (5 global batches of 8 per epoch, the last one of 4) + 9 held out.
+    mix = write_mixture(tmp_path / "mix.parquet", toy_pairs(45))
+    base = {
+        "model": str(model),
+        "max_length": 64,
+        "lr": 3e-3,
+        "micro_batch": 2,
+        "global_batch": 8,  # 2 ranks x 2 accumulation steps x 2 pairs
+        "epochs": 2,
+        "log_every": 1,
+        "eval_fraction": 0.2,
+        "checkpoint_every": 3,
+    }
+    plain = ListSink()
+    ref = train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "one", sink=plain)
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({**base, "deepspeed": str(REPO / "deployments" / "deepspeed" / "zero2.json")}))
+    out, reports = tmp_path / "two", tmp_path / "reports"
+    reports.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)  # an in-process DeepSpeed test may have set single-process values
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*cmd, str(WORKER), str(cfg), str(mix), str(out), str(reports)],
+        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((reports / f"rank-{r}.json").read_text()) for r in (0, 1))
+
+    # Rank 0 logged the global metrics of each of the 10 steps; rank 1 logged nothing.
+    losses = [m["train/loss"] for _, m in r0["records"] if "train/loss" in m]
+    assert [s for s, m in r0["records"] if "train/loss" in m] == list(range(1, 11))
+    assert r1["records"] == []
+    assert losses == pytest.approx(plain.series("train/loss"), abs=1e-4)
+    assert losses[-1] < losses[0] - 0.05, losses
+    # The ranks trained on disjoint halves; together on exactly what one process saw.
+    assert len(r0["seen_pairs"]) == len(r1["seen_pairs"]) == 36  # 2 epochs x 18 pairs each
+    for epoch in range(2):
+        mine = [set(r["seen_pairs"][epoch * 18 : (epoch + 1) * 18]) for r in (r0, r1)]
+        assert not mine[0] & mine[1] and mine[0] | mine[1] == set(range(36))
+    assert sorted(r0["seen_pairs"] + r1["seen_pairs"]) == sorted(ref.seen_pairs)
+    assert r0["real_tokens"] == r1["real_tokens"] == ref.real_tokens  # all-reduced token count
+    # One model folder (rank 0 wrote it), reloading with the eval set's normalisation stats.
+    assert r0["model_dir"] == r1["model_dir"] == str(out / "model")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "metrics.json", "model"]
+    reloaded = load_reward_model(out / "model")
+    assert reloaded.norm_stats == pytest.approx(
+        {"mean": r0["metrics"]["eval/reward_mean"], "std": r0["metrics"]["eval/reward_std"]}, abs=1e-5
+    )
+    assert r0["metrics"]["eval/loss"] == pytest.approx(ref.metrics["eval/loss"], abs=1e-4)
+    # Collective checkpoints: both ranks' optimizer shards in one published folder, the last two kept.
+    steps = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert steps == ["step-0000009", "step-0000010"]
+    shards = sorted(p.name for p in (out / "checkpoints" / "step-0000010" / "ds").glob("zero_pp_rank_*"))
+    assert shards == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)]
