@@ -99,15 +99,26 @@ def configure(config: TrackingConfig | None = None) -> str:
     # Against a server MLflow writes "View run ..." to stdout when a run ends, which would
     # break `rmflow ... --json` (one JSON object on stdout); ui_links() gives the links.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    global _EXPORTED_REGISTRY
     uri = resolve_tracking_uri(config)
-    registry = (config.registry_uri if config else None) or os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    from_env = os.environ.get("MLFLOW_REGISTRY_URI")
+    if from_env == _EXPORTED_REGISTRY:
+        from_env = None  # mlflow.set_registry_uri exported it on our last call: not the user's choice
+    chosen = config.registry_uri if config else None
+    registry = chosen or from_env or uri
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         _create_sqlite_store_once(db, uri, registry)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
+    _EXPORTED_REGISTRY = None if registry == from_env and not chosen else registry
     return uri
+
+
+_EXPORTED_REGISTRY: str | None = None
+"""The registry URI the last ``configure`` chose itself (not from $MLFLOW_REGISTRY_URI). MLflow
+exports it as $MLFLOW_REGISTRY_URI, which must not pin every later store of this process to it."""
 
 
 _CREATED_STORES: set[str] = set()
