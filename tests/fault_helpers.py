@@ -138,10 +138,13 @@ def child_main(config: dict) -> None:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The test process's (isolated) environment + the Prefect API it uses + ``extra``."""
+    """The test process's (isolated) environment + the Prefect API it uses + ``extra``; MLflow
+    store URIs only from ``extra`` (MLflow exports the last ones this process used)."""
     import prefect.settings
 
     env = dict(os.environ)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # MLflow exports these when set
+        env.pop(var, None)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS), env.get("PYTHONPATH", "")])
     api = prefect.settings.PREFECT_API_URL.value()
     if api:

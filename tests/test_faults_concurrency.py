@@ -200,3 +200,27 @@ def test_generated_sample_written_by_one_run_is_never_read_half_written_by_anoth
     single = mixture_flow(**{**kwargs, "work_dir": str(tmp_path / "single")})
     assert stage_digests(work) == stage_digests(tmp_path / "single")
     assert json.loads((tmp_path / "y.json").read_text())["mixture"]["digest"] == single["mixture"]["digest"]
+
+
+def test_runs_on_two_stores_in_one_process_register_each_in_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A worker process running pipelines against two MLflow stores one after the other:
+    MLflow exports the first registry URI as $MLFLOW_REGISTRY_URI, which must not send the
+    second run's model versions to the first store (its runs are not there)."""
+    import mlflow
+
+    from tasks import tracking
+
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    for name in ("first", "second"):
+        uri = f"sqlite:///{tmp_path / name}.db"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        tracking.configure()
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (uri, uri)
+    # A registry the user chose in the environment is kept on every call.
+    chosen = f"sqlite:///{tmp_path / 'registry'}.db"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", chosen)
+    for _ in range(2):
+        tracking.configure()
+        assert mlflow.get_registry_uri() == chosen
