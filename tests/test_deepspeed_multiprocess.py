@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from tiny import build_tiny_model_dir
 from train_helpers import toy_pairs, write_mixture
 
@@ -77,12 +80,16 @@ def test_zero2_in_two_processes_matches_one_process(tmp_path):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)  # an in-process DeepSpeed test may have set single-process values
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*cmd, str(WORKER), str(cfg), str(mix), str(out), str(reports)],
-        check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (json.loads((reports / f"rank-{r}.json").read_text()) for r in (0, 1))
+
+    def launch() -> list[dict]:
+        proc = subprocess.run(
+            [*cmd, str(WORKER), str(cfg), str(mix), str(out), str(reports)],
+            check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [json.loads((reports / f"rank-{r}.json").read_text()) for r in (0, 1)]
+
+    r0, r1 = launch()
 
     # Rank 0 logged the global metrics of each of the 10 steps; rank 1 logged nothing.
     losses = [m["train/loss"] for _, m in r0["records"] if "train/loss" in m]
@@ -110,3 +117,16 @@ def test_zero2_in_two_processes_matches_one_process(tmp_path):
     assert steps == ["step-0000009", "step-0000010"]
     shards = sorted(p.name for p in (out / "checkpoints" / "step-0000010" / "ds").glob("zero_pp_rank_*"))
     assert shards == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)]
+
+    # Resume on both ranks: drop the last checkpoint and the outputs, launch again: the ranks
+    # restore their shards of step 9, train step 10 only and export the same weights.
+    first = load_file(str(out / "model" / "model.safetensors"))
+    shutil.rmtree(out / "checkpoints" / "step-0000010")
+    shutil.rmtree(out / "model")
+    (out / "metrics.json").unlink()
+    again, _ = launch()
+    assert [s for s, m in again["records"] if "train/loss" in m] == [10]
+    assert again["records"][-1][1]["train/loss"] == pytest.approx(losses[-1], abs=1e-6)
+    second = load_file(str(out / "model" / "model.safetensors"))
+    assert second.keys() == first.keys()
+    assert all(torch.allclose(first[k], second[k], atol=1e-6) for k in first)
