@@ -88,8 +88,10 @@ def length_groups(lengths: Sequence[int], max_groups: int, *, overhead: int = 32
 def pair_rewards(model: torch.nn.Module, batch) -> torch.Tensor:
     """Rewards for a ``PairBatch`` in [chosen block; rejected block] order."""
     inputs = [(g.input_ids, g.attention_mask) for g in batch.groups]
-    grouped = getattr(model, "grouped_rewards", None)  # a RewardModel (not a DeepSpeed engine)
-    parts = grouped(inputs) if grouped is not None else [model(ids, mask) for ids, mask in inputs]
+    # A RewardModel, not a DeepSpeed engine: looked up on the class, because the engine's
+    # __getattr__ hands out its module's methods, and calling them skips engine.forward.
+    grouped = getattr(type(model), "grouped_rewards", None)
+    parts = grouped(model, inputs) if grouped is not None else [model(ids, mask) for ids, mask in inputs]
     rows = torch.cat([g.rows for g in batch.groups])
     rewards = torch.cat(parts)
     if len(batch.groups) == 1 and torch.equal(rows, torch.arange(len(rows))):
