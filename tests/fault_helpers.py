@@ -281,5 +281,13 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def weight_distance(a: Path, b: Path) -> float:
+    """Largest absolute difference over all weights (inf if the tensor names differ)."""
+    wa, wb = weight_tensors(a), weight_tensors(b)
+    if wa.keys() != wb.keys():
+        return float("inf")
+    return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa)
+
+
 if __name__ == "__main__":
     child_main(json.loads(sys.argv[1]))

@@ -19,12 +19,12 @@ from fault_helpers import (
     child_env,
     merged_digests,
     release,
-    same_weights,
     stage_digests,
     stage_dirs,
     start_child,
     visible_unmarked_files,
     wait_reached,
+    weight_distance,
 )
 from tiny import build_tiny_model_dir
 
@@ -137,8 +137,12 @@ def test_two_runs_of_one_recipe_and_one_of_another_at_once(
     assert visible_unmarked_files(work) == []
     models = stage_dirs(work, "models")
     assert len(models) == 2
-    assert sorted(same_weights(m / "model", single_a["model"]) for m in models) == [False, True]
-    assert sorted(same_weights(m / "model", single_b["model"]) for m in models) == [False, True]
+    # Each model equals its recipe's single run. Training in different processes at once may
+    # round differently in the last bits (CPU BLAS results can depend on memory alignment), so
+    # "equal" is: closer than 1e-5 everywhere, while the other recipe's model is far beyond that.
+    for single in (single_a, single_b):
+        distances = sorted(weight_distance(m / "model", single["model"]) for m in models)
+        assert distances[0] < 1e-5 < 10 * 1e-5 < distances[1], distances
     # One registered version per model, although both runs of recipe a registered it at once.
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     for name in ("conc-a-reward", "conc-b-reward"):
