@@ -332,11 +332,19 @@ def train_reward_model(
     every global batch (``rmcore.distributed``); metrics are global, only rank 0 logs them
     to ``sink`` and writes the model and metrics.json; every rank returns the same paths.
     """
-    if dist.launched_world_size() > 1 and not config.deepspeed:
-        raise ConfigError(
-            f"launched with WORLD_SIZE={dist.launched_world_size()} but the config sets no `deepspeed:`; "
-            "multi-process training runs through DeepSpeed: set deepspeed: deployments/deepspeed/zero2.json"
-        )
+    linear = torch.nn.functional.linear
+    try:
+        return _train(config, mixture_path, output_dir, sink, resume)
+    finally:
+        # DeepSpeed ZeRO-3 replaces torch.nn.functional.linear process-wide ("this will persist
+        # unless manually reset"); put it back so later work in this process (another training
+        # in a Prefect worker, scoring) runs stock torch and gives the same numbers.
+        torch.nn.functional.linear = linear
+
+
+def _train(
+    config: TrainConfig, mixture_path: Path, output_dir: Path, sink: MetricsSink | None, resume: bool
+) -> TrainResult:
     output_dir, sink = Path(output_dir), sink or LoggingSink()
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

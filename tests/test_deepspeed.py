@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from tiny import build_tiny_model_dir
 from train_helpers import toy_pairs, write_mixture
 
@@ -51,7 +53,10 @@ def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
         "eval_fraction": 0.2,
     }
     plain = ListSink()
-    train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "plain", sink=plain)
+    first = train_reward_model(
+        TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "plain", sink=plain
+    )
+    stock_linear = torch.nn.functional.linear
     for stage in (2, 3):
         sink = ListSink()
         cfg = TrainConfig(**base, deepspeed=str(REPO / "deployments" / "deepspeed" / f"zero{stage}.json"))
@@ -65,3 +70,10 @@ def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
             {"mean": result.metrics["eval/reward_mean"], "std": result.metrics["eval/reward_std"]}, abs=1e-5
         )
         assert (result.checkpoints_dir / "step-0000012" / "ds").is_dir()
+    # ZeRO-3 swaps torch.nn.functional.linear process-wide; training puts it back, so a plain run
+    # after it in this process (a Prefect worker) gives bitwise the same weights as before it.
+    assert torch.nn.functional.linear is stock_linear
+    again = train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "again")
+    wa = load_file(str(first.model_dir / "model.safetensors"))
+    wb = load_file(str(again.model_dir / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
