@@ -332,6 +332,11 @@ def train_reward_model(
     every global batch (``rmcore.distributed``); metrics are global, only rank 0 logs them
     to ``sink`` and writes the model and metrics.json; every rank returns the same paths.
     """
+    if dist.launched_world_size() > 1 and not config.deepspeed:
+        raise ConfigError(
+            f"launched with WORLD_SIZE={dist.launched_world_size()} but the config sets no `deepspeed:`; "
+            "multi-process training runs through DeepSpeed: set deepspeed: deployments/deepspeed/zero2.json"
+        )
     linear = torch.nn.functional.linear
     try:
         return _train(config, mixture_path, output_dir, sink, resume)
