@@ -54,15 +54,22 @@ def prefect_harness():
 
 
 @pytest.fixture
-def mlflow_uri(tmp_path: Path) -> str:
-    """A real SQLite-backed MLflow tracking store with local artifacts, per test."""
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real SQLite-backed MLflow tracking store with local artifacts, per test.
+
+    ``mlflow.set_registry_uri`` also exports MLFLOW_REGISTRY_URI into the environment; the
+    monkeypatched variables and the reset below keep it from pinning later tests' registries.
+    """
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 @pytest.fixture(scope="session")

@@ -26,16 +26,20 @@ def mlflow_template_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def mlflow_uri(tmp_path: Path, mlflow_template_db: Path) -> str:
-    """A real SQLite-backed MLflow store with local artifacts in ``tmp_path``, per test."""
+def mlflow_uri(tmp_path: Path, mlflow_template_db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real SQLite-backed MLflow store with local artifacts in ``tmp_path``, per test
+    (the exported MLFLOW_*_URI variables are undone afterwards, see tests/conftest.py)."""
     import mlflow
 
     shutil.copyfile(mlflow_template_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 # Rows in both input forms the pyfunc and `rmflow score` accept.
 ROWS = [
