@@ -228,6 +228,7 @@ def test_kill_right_after_registration_then_rerun_registers_no_duplicate(
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)  # this store for the registry too, whatever ran before
     work = tmp_path / "work"
     # MLflow has created version 1 (with its tags); the process dies before alias and gate.
     hook = {"target": "mlflow:register_model", "mode": "kill-after"}
