@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from rmcore.checkpoint import load_checkpoint, save_checkpoint
 from rmcore.model import RewardModel
+from rmcore.train import TorchEngine
 from rmcore.train_config import TrainConfig
 
 
@@ -41,30 +41,23 @@ def bf16_working_copy(model: RewardModel) -> RewardModel:
     ).train(model.training)
 
 
-class MasterWeightsEngine:
-    """Plain PyTorch engine (same interface as ``rmcore.train.TorchEngine``) for bf16 + fp32 masters.
+class MasterWeightsEngine(TorchEngine):
+    """``TorchEngine`` for bf16 compute with fp32 master weights.
 
-    ``model`` (fp32) is what checkpoints hold and what is exported; ``module`` (bf16) is what
-    the loop runs forward and backward.
+    ``model`` (fp32) is what the optimizer steps, checkpoints hold and export returns;
+    ``module`` (bf16) is what the loop runs forward and backward.
     """
 
     autocast = False  # the working copy is already bf16
 
     def __init__(self, config: TrainConfig, model: RewardModel, total: int) -> None:
-        from rmcore.train import make_optimizer, make_scheduler
-
-        self.config, self.model = config, model
+        super().__init__(config, model, total)
         self.module = bf16_working_copy(model)
         self.pairs = [
             (master, work)
             for master, work in zip(model.parameters(), self.module.parameters(), strict=True)
             if master.requires_grad
         ]
-        self.optimizer = make_optimizer(config, model)
-        self.scheduler = make_scheduler(config, self.optimizer, total)
-
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward through the bf16 copy, then move its gradients into fp32 master gradients."""
@@ -80,12 +73,7 @@ class MasterWeightsEngine:
 
     def step(self) -> float:
         """Clip and step in fp32, then round the new master weights into the bf16 copy."""
-        params = [master for master, _ in self.pairs]
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        norm = super().step()
         self.sync()
         return norm
 
@@ -97,21 +85,7 @@ class MasterWeightsEngine:
         ):
             work.copy_(master)
 
-    def save(self, root: Path, step: int, state: dict[str, Any]) -> Path:
-        return save_checkpoint(
-            root,
-            step,
-            model=self.model,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            state=state,
-            keep=self.config.keep_checkpoints,
-        )
-
     def restore(self, path: Path) -> dict[str, Any]:
-        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        state = super().restore(path)
         self.sync()
         return state
-
-    def export(self, root: Path, checkpoint: Path | None) -> RewardModel:
-        return self.model
