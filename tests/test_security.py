@@ -45,7 +45,7 @@ class HostilePickle:
 
 # --- trust_remote_code ---------------------------------------------------------------------
 
-CUSTOM_CODE = '''
+CUSTOM_CODE = """
 from pathlib import Path
 Path({marker!r}).write_text("custom code ran")
 from transformers import BertConfig, BertForSequenceClassification
@@ -57,7 +57,7 @@ class CustomConfig(BertConfig):
 
 class CustomModel(BertForSequenceClassification):
     config_class = CustomConfig
-'''
+"""
 
 
 def custom_code_model(root: Path, *, model_type: str) -> tuple[Path, Path]:
@@ -90,7 +90,9 @@ def test_custom_model_code_never_runs_without_trust(tmp_path: Path) -> None:
     assert TrainConfig(model=str(unknown)).trust_remote_code is False
     with pytest.raises(ValueError, match="contains custom code"):
         train_reward_model(
-            TrainConfig(model=str(unknown)), mixture_path=tmp_path / "unused.parquet", output_dir=tmp_path / "out"
+            TrainConfig(model=str(unknown)),
+            mixture_path=tmp_path / "unused.parquet",
+            output_dir=tmp_path / "out",
         )
     assert not marker.exists()
 
@@ -137,7 +139,10 @@ def test_trust_remote_code_is_recorded_on_the_mlflow_run(
         ctx = RunContext(recipe, None, "test data", tmp_path / "work")
         run_id = start_tracking(ctx, f"flow-run-{label}", label, None)
         run = mlflow.MlflowClient().get_run(run_id)
-        tags[label], params[label] = run.data.tags.get(TRUST_TAG), run.data.params.get("train.trust_remote_code")
+        tags[label], params[label] = (
+            run.data.tags.get(TRUST_TAG),
+            run.data.params.get("train.trust_remote_code"),
+        )
     mlflow.set_tracking_uri(None)
     assert tags == {"off": "false", "on": "true"}
     assert params == {"off": None, "on": "True"}
@@ -198,8 +203,14 @@ def test_resume_refuses_a_tampered_training_state(tmp_path: Path) -> None:
     tiny = build_tiny_model_dir(tmp_path / "tiny")
     mixture = write_mixture(tmp_path / "mix.parquet", toy_pairs(24))
     config = TrainConfig(
-        model=str(tiny), max_length=32, micro_batch=4, global_batch=4, max_steps=2,
-        checkpoint_every=1, eval_fraction=0.2, log_every=1,
+        model=str(tiny),
+        max_length=32,
+        micro_batch=4,
+        global_batch=4,
+        max_steps=2,
+        checkpoint_every=1,
+        eval_fraction=0.2,
+        log_every=1,
     )
     out = tmp_path / "run"
     train_reward_model(config, mixture_path=mixture, output_dir=out)
@@ -255,8 +266,11 @@ def unsafe_loads(root: Path) -> list[str]:
                 line = f"{where}:{call.lineno} {name}"
                 if name == "torch.load" and _kw(call, "weights_only") is not True:
                     problems.append(f"{line} without weights_only=True")
-                if re.fullmatch(r"(c?pickle|dill|joblib|cloudpickle)\.loads?|pd\.read_pickle|pandas\.read_pickle"
-                                r"|yaml\.(unsafe_)?load|yaml\.full_load", name):
+                if re.fullmatch(
+                    r"(c?pickle|dill|joblib|cloudpickle)\.loads?|pd\.read_pickle|pandas\.read_pickle"
+                    r"|yaml\.(unsafe_)?load|yaml\.full_load",
+                    name,
+                ):
                     problems.append(f"{line}")
                 if _kw(call, "allow_pickle") is True:
                     problems.append(f"{line} with allow_pickle=True")
@@ -264,11 +278,17 @@ def unsafe_loads(root: Path) -> list[str]:
                     problems.append(f"{line} with trust_remote_code=True")
                 if _kw(call, "use_safetensors") is False or _kw(call, "safe_serialization") is False:
                     problems.append(f"{line} allows pickle weights")
-                if name.endswith("from_pretrained") and name.split(".")[0].startswith("AutoModel") \
-                        and _kw(call, "use_safetensors") is not True:
+                if (
+                    name.endswith("from_pretrained")
+                    and name.split(".")[0].startswith("AutoModel")
+                    and _kw(call, "use_safetensors") is not True
+                ):
                     problems.append(f"{line} without use_safetensors=True")
-                if name in ("task", "prefect.task") and _kw(call, "persist_result") is True \
-                        and _kw(call, "result_serializer") != "json":
+                if (
+                    name in ("task", "prefect.task")
+                    and _kw(call, "persist_result") is True
+                    and _kw(call, "result_serializer") != "json"
+                ):
                     problems.append(f"{line} persists results with the default (pickle) serializer")
     return problems
 
@@ -356,13 +376,25 @@ def security_stack(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("security-stack")
     home = tmp / "home"
     ports = {"prefect": free_port(), "mlflow": free_port()}
-    args = ["--home", str(home), "--project-dir", str(stub_project(tmp / "project")),
-            "--prefect-port", str(ports["prefect"]), "--mlflow-port", str(ports["mlflow"])]
+    args = [
+        "--home",
+        str(home),
+        "--project-dir",
+        str(stub_project(tmp / "project")),
+        "--prefect-port",
+        str(ports["prefect"]),
+        "--mlflow-port",
+        str(ports["mlflow"]),
+    ]
     try:
         yield {"up": rmflow("up", *args), "ports": ports}
     finally:
-        subprocess.run([sys.executable, "-m", "rmflow.cli", "down", "--home", str(home)],
-                       check=False, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "-m", "rmflow.cli", "down", "--home", str(home)],
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 @pytest.mark.slow
@@ -407,10 +439,33 @@ def files_containing(roots: list[Path], needles: list[str]) -> dict[str, list[st
     return hits
 
 
+def wait_for_api_log(needle: str, timeout: float = 90.0) -> bool:
+    """Drain Prefect's log worker, then poll the API until a log message containing ``needle`` is stored."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            newest = client.read_logs(limit=200, sort=LogSort.TIMESTAMP_DESC)
+            if any(needle in log.message for log in newest):
+                return True
+            time.sleep(0.5)
+    return False
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_secret_env_values_appear_nowhere_a_run_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import logging
     import secrets
@@ -438,7 +493,9 @@ def test_secret_env_values_appear_nowhere_a_run_writes(
     caplog.set_level(logging.DEBUG, logger="flows")
     run = small_pipeline_recipe(tmp_path, model_name="secret-scan")
     try:
-        with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):  # logs into the Prefect DB too
+        with temporary_settings(
+            updates={PREFECT_LOGGING_TO_API_ENABLED: True}
+        ):  # logs into the Prefect DB too
             summary = pipeline_flow(recipe=run["recipe"], data_dir=run["data"], work_dir=run["work"])
     finally:
         mlflow.set_tracking_uri(None)
@@ -454,6 +511,8 @@ def test_secret_env_values_appear_nowhere_a_run_writes(
     captured = (tmp_path / "captured.txt").read_text()
     assert "reward model at" in captured, captured[-3000:]  # the run's logs were captured
     # The scan reads what the run wrote: its logs reached the Prefect DB, its params the MLflow DB.
+    # Prefect ships logs from a background worker in batches: wait until the server has them.
+    assert wait_for_api_log("reward model at"), "the run's log line never reached the Prefect API"
     assert files_containing([prefect_db.parent], ["reward model at"])
     assert files_containing([tmp_path / "mlflow.db"], ["train.max_length"])
     assert files_containing(roots, list(canaries.values())) == {}
