@@ -47,8 +47,14 @@ def source_fingerprint(source: str, split: str, data_dir: Path | None) -> str:
     return h.hexdigest() if files else "missing"
 
 
-def download_source(source: str, split: str, data_dir: Path | None, out_dir: Path) -> dict:
-    """Read one source split from the mirror or the hub; write raw.parquet, bad_rows.parquet, manifest."""
+def download_source(
+    source: str, split: str, data_dir: Path | None, out_dir: Path, *, publish_dir: Path | None = None
+) -> dict:
+    """Read one source split from the mirror or the hub; write raw.parquet, bad_rows.parquet, manifest.
+
+    ``publish_dir``: the folder ``out_dir`` (a temp build folder) is renamed to once complete; the
+    manifest's ``output`` names the raw.parquet there, not in the temp folder. Default ``out_dir``.
+    """
     from rmcore.sources.mirror import read_raw
     from rmcore.sources.registry import get_adapter
 
@@ -66,7 +72,7 @@ def download_source(source: str, split: str, data_dir: Path | None, out_dir: Pat
         "revision": raw.revision,
         "rows": raw.table.num_rows + bad.num_rows,
         "sha256": sha,
-        "output": str(out_dir / "raw.parquet"),
+        "output": str(Path(publish_dir or out_dir) / "raw.parquet"),
         "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     io.write_table(
@@ -126,8 +132,19 @@ def quarantine_table(source: str, bad_rows: list) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=QUARANTINE.schema)
 
 
-def clean_downloaded(source: str, split: str, raw_dir: Path, options: CleanOptions, out_dir: Path) -> dict:
-    """Clean one downloaded source split; every raw row is kept, dropped by a rule or quarantined."""
+def clean_downloaded(
+    source: str,
+    split: str,
+    raw_dir: Path,
+    options: CleanOptions,
+    out_dir: Path,
+    *,
+    publish_dir: Path | None = None,
+) -> dict:
+    """Clean one downloaded source split; every raw row is kept, dropped by a rule or quarantined.
+
+    ``publish_dir`` as in ``download_source``: the summary names the files where they will be read.
+    """
     from rmcore.sources.registry import get_adapter
 
     adapter = get_adapter(source)
@@ -164,8 +181,8 @@ def clean_downloaded(source: str, split: str, raw_dir: Path, options: CleanOptio
         "kept": result.kept,
         "dropped": dict(sorted(result.dropped.items())),
         "quarantined": result.quarantined,
-        "output": str(out_dir / "pairs.parquet"),
-        "quarantine": str(out_dir / "quarantine.parquet"),
+        "output": str(Path(publish_dir or out_dir) / "pairs.parquet"),
+        "quarantine": str(Path(publish_dir or out_dir) / "quarantine.parquet"),
         "digest": io.table_digest(io.read_table(out_dir / "pairs.parquet")),
         "stats": stats,
     }

@@ -43,7 +43,9 @@ def download_task(source: str, split: str, data_dir: str | None, input_digest: s
     out = _download_dir(key, params)
     build_once(
         out,
-        lambda tmp: stage_data.download_source(source, split, Path(data_dir) if data_dir else None, tmp),
+        lambda tmp: stage_data.download_source(
+            source, split, Path(data_dir) if data_dir else None, tmp, publish_dir=out
+        ),
         intact=stage_data.download_intact,
     )
     manifest = io.read_json(out / "manifest.json")
@@ -78,14 +80,10 @@ def clean_task(spec: SourceSpec, raw_dir: str, raw_digest: str, seed: int, work:
     build_once(
         out,
         lambda tmp: stage_data.clean_downloaded(
-            spec.source, spec.split, Path(raw_dir), spec.clean_options(seed), tmp
+            spec.source, spec.split, Path(raw_dir), spec.clean_options(seed), tmp, publish_dir=out
         ),
     )
-    summary = io.read_json(out / "summary.json")
-    # Paths inside the summary were written in the temp folder: point them at the published one.
-    summary.update(
-        output=str(out / "pairs.parquet"), quarantine=str(out / "quarantine.parquet"), key=spec.key
-    )
+    summary = {**io.read_json(out / "summary.json"), "key": spec.key}
     get_run_logger().info(
         "%s: %d in, %d kept, dropped %s, %d quarantined",
         spec.key,

@@ -187,6 +187,20 @@ def test_download_flow_from_the_hub_rides_out_a_dropped_connection_with_its_own_
     assert raw_rows(download["raw_dir"]) == helpsteer_rows(mirror)
 
 
+def test_the_download_manifest_names_the_published_raw_parquet_not_the_temp_build(
+    mirror: Path, tmp_path: Path
+):
+    """The stage builds in ``.<key>.*.tmp`` and renames it: the manifest must name the final file."""
+    work = tmp_path / "work"
+    result = fetch("helpsteer", str(mirror), str(work))
+    raw_dir = Path(result["raw_dir"])
+    [row] = io.read_table(raw_dir / "manifest.parquet").to_pylist()
+    recorded = {io.read_json(raw_dir / "manifest.json")["output"], row["output"]}
+    assert recorded == {str(raw_dir / "raw.parquet")}
+    assert Path(row["output"]).is_file() and io.file_sha256(row["output"]) == result["digest"]
+    assert not any(part.startswith(".") for part in Path(row["output"]).relative_to(work).parts)
+
+
 # --- corrupt mirror files: reported naming the file, never used --------------------------------
 
 

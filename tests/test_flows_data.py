@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -63,6 +64,15 @@ def test_mixture_flow_caches_by_content_and_reruns_only_the_changed_source(share
     assert "hh-rlhf/helpful-base/test" in result["heldout"]
     # 3 downloads (helpsteer, pku, hh test), 3 cleans, 1 mixture: all did work
     assert state_counts(first) == {"Completed": 7}
+    # The summaries on disk name the published files, not the temp folders they were built in.
+    summaries = sorted(work.glob("clean/*/*/*/summary.json"))
+    assert len(summaries) == 3
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert (summary["output"], summary["quarantine"]) == (
+            str(path.parent / "pairs.parquet"),
+            str(path.parent / "quarantine.parquet"),
+        )
 
     second = mixture_flow(**args, return_state=True)
     assert state_counts(second) == {"Cached": 7}
@@ -91,8 +101,6 @@ def test_deleted_output_is_rebuilt_not_served_stale(shared_data: Path, tmp_path:
 
 
 def test_rmflow_mix_json_reports_counts_digest_and_missing(shared_data: Path, tmp_path: Path, capsys):
-    import json
-
     from rmflow.cli import main
 
     mirror, recipe = _mirror(shared_data, tmp_path), _recipe(tmp_path)
