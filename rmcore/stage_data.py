@@ -124,6 +124,21 @@ def download_intact(raw_dir: Path) -> bool:
     return True
 
 
+def retry_can_help(error: BaseException) -> bool:
+    """False for a download error that fails the same way on every attempt, so retrying only delays it.
+
+    Permanent: a corrupt or truncated mirror file (CorruptSourceFile), a raw.parquet whose bytes
+    differ from its manifest (ChecksumMismatch), a source split with no files (a SourceNotFound
+    raised by itself). A SourceNotFound wrapping another error (the hub loader's connection reset,
+    a truncated transfer) and every other error are treated as transient.
+    """
+    from rmcore.sources.mirror import CorruptSourceFile, SourceNotFound
+
+    if isinstance(error, (CorruptSourceFile, ChecksumMismatch)):
+        return False
+    return not (isinstance(error, SourceNotFound) and error.__cause__ is None)
+
+
 def quarantine_table(source: str, bad_rows: list) -> pa.Table:
     """Rows that could not even be read (bad JSON, bad encoding) as quarantine rows."""
     rows = [

@@ -21,6 +21,16 @@ def _download_dir(key: str, p: dict[str, Any]) -> Path:
     return Path(p["work"]) / "raw" / _slug(p["source"]) / p["split"] / key
 
 
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failed download unless its error is permanent
+    (``stage_data.retry_can_help``); a corrupt file fails at once instead of after every backoff."""
+    error = state.data
+    if isinstance(error, BaseException) and not stage_data.retry_can_help(error):
+        get_run_logger().warning("not retried, the error is permanent: %s", error)
+        return False
+    return True
+
+
 @task(
     name="download",
     task_run_name="download {source} [{split}]",
@@ -35,9 +45,10 @@ def _download_dir(key: str, p: dict[str, Any]) -> Path:
     retries=3,
     retry_delay_seconds=[2, 8, 30],
     retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_transient,
 )
 def download_task(source: str, split: str, data_dir: str | None, input_digest: str, work: str) -> dict:
-    """Fetch one source split into raw Parquet + manifest (retried with backoff and jitter)."""
+    """Fetch one source split into raw Parquet + manifest (transient errors retried with backoff and jitter)."""
     params = {"source": source, "split": split, "input_digest": input_digest, "work": work}
     key = stage_key("download", **params)
     out = _download_dir(key, params)

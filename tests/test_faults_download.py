@@ -126,6 +126,21 @@ def fetch(source: str, data_dir: str | None, work: str) -> dict:
     return download_task.with_options(retry_delay_seconds=0)(source, "train", data_dir, digest, work)
 
 
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Source names, one per download attempt: each call of the real reader (mirror or hub) is recorded."""
+    from rmcore.sources import mirror as mirror_module
+
+    real, calls = mirror_module.read_raw, []
+
+    def recorded(adapter, split, data_dir, **kwargs):
+        calls.append(adapter.name)
+        return real(adapter, split, data_dir, **kwargs)
+
+    monkeypatch.setattr(mirror_module, "read_raw", recorded)
+    return calls
+
+
 def published(work: Path) -> list[Path]:
     """Every file under ``work`` that a later stage could pick up (not temp folders)."""
     return sorted(p for p in work.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts))
@@ -233,18 +248,37 @@ def test_a_plain_jsonl_cut_mid_line_keeps_the_whole_rows_and_quarantines_the_tor
 
 
 def test_download_task_on_a_truncated_gzip_fails_by_name_then_completes_once_refetched(
-    generated: Path, mirror: Path, tmp_path: Path
+    generated: Path, mirror: Path, tmp_path: Path, attempts: list[str]
 ):
     work = tmp_path / "work"
     truncate(mirror / HELPSTEER)
     with pytest.raises(CorruptSourceFile, match=f"^{mirror / HELPSTEER}: cannot be read"):
         fetch("helpsteer", str(mirror), str(work))
+    assert attempts == ["helpsteer"]  # a corrupt file does not heal: no retry
     assert published(work) == []
 
     shutil.copy(generated / HELPSTEER, mirror / HELPSTEER)  # the file fetched again, whole
     result = fetch("helpsteer", str(mirror), str(work))
+    assert attempts == ["helpsteer"] * 2
     assert result["rows"] == ROWS
     assert raw_rows(result["raw_dir"]) == helpsteer_rows(mirror)
+
+
+@pytest.mark.parametrize(
+    ("source", "damage", "error"),
+    [("orca", "truncated", CorruptSourceFile), ("shp", "absent", SourceNotFound)],
+)
+def test_a_permanent_mirror_error_fails_the_task_at_its_first_attempt(
+    mirror: Path, tmp_path: Path, attempts: list[str], source: str, damage: str, error: type
+):
+    """A truncated Parquet file or a split with no files fails the same way every time: no retries."""
+    if damage == "truncated":
+        truncate(mirror / ORCA)
+    state = fetch(source, str(mirror), str(tmp_path / "work"), return_state=True)
+    with pytest.raises(error):
+        state.result()
+    assert attempts == [source]
+    assert task_states(state) == {f"download {source} [train]": "Failed"}
 
 
 # --- raw.parquet changed after download: checked against the manifest sha256 -------------------
