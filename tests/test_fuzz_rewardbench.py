@@ -26,7 +26,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fuzz_strategies import BAD_LINES, FUZZ_SETTINGS, JUNK, SHORT, TEXT, encode_row
+from fuzz_strategies import (  # noqa: F401 (websockets_own_random: fixture, used by name)
+    BAD_LINES,
+    FUZZ_SETTINGS,
+    JUNK,
+    SHORT,
+    TEXT,
+    encode_row,
+    websockets_own_random,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +43,8 @@ from rmcore.evaluate.config import EvalConfig
 from rmcore.evaluate.official import KNOWN_SUBSETS
 from rmcore.evaluate.rewardbench import scores_table, summarize_rewardbench
 from rmcore.evaluate.rewardbench_data import RewardBenchDataError, load_rewardbench
+
+pytestmark = pytest.mark.usefixtures("websockets_own_random")
 
 SUBSETS = ("alpacaeval-easy", "hep-go", "donotanswer", "math-prm")
 FIELDS = ("prompt", "chosen", "chosen_model", "rejected", "rejected_model", "subset", "id")

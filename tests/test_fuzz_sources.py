@@ -17,11 +17,16 @@ Regression tests at the end pin the exact rows the fuzzer found breaking the par
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
 import tempfile
+import threading
+import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,19 +34,24 @@ import pyarrow.parquet as pq
 import pytest
 from fuzz_strategies import (
     FUZZ_SETTINGS,
+    TEXT,
     VALID_ROWS,
     encode_row,
     file_lines,
     mirror_file,
     mutated,
     rows_for,
+    websockets_own_random,  # noqa: F401 (fixture, used by name)
     write_mirror,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisDeprecationWarning
 
 from data_contracts import PAIRS, QUARANTINE, validate
 from rmcore.sources import CleanOptions, CleanResult, clean_source, get_adapter
+
+pytestmark = pytest.mark.usefixtures("websockets_own_random")
 
 SOURCES = tuple(VALID_ROWS)
 """One adapter per parser (the hh-rlhf subsets and the two PKU datasets share theirs)."""
@@ -104,7 +114,7 @@ def clean_or_clear_error(source: str, data_dir: Path, options: CleanOptions, spl
 def test_jsonl_mirror_every_row_accounted_for(source: str) -> None:
     seen = Counter()
 
-    @settings(FUZZ_SETTINGS, max_examples=40)
+    @settings(FUZZ_SETTINGS, max_examples=50)
     @given(files=st.lists(file_lines(source), min_size=1, max_size=2), gz=st.booleans(), options=OPTIONS)
     def check(files: list[list[bytes]], gz: bool, options: CleanOptions) -> None:
         if "*" not in get_adapter(source).file_patterns("train")[0]:
@@ -256,6 +266,74 @@ def test_parquet_mirror_every_row_accounted_for(source: str) -> None:
 
     check()
     assert seen["rows"] >= 250, seen
+
+
+# ---------------------------------------------------------------- the strategies and the random module
+
+
+@contextmanager
+def websocket_pinger() -> Iterator[Callable[[], None]]:
+    """A real websockets client connected to a real server on 127.0.0.1, both on an event loop in
+    their own thread; yields ``ping()``, which sends one keepalive ping from that thread and waits
+    for the pong, as Prefect's events client does every 20 s while a test session runs."""
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import serve
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="pinger", daemon=True)
+    thread.start()
+
+    def run(coro):
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=60)
+
+    async def drain(ws) -> None:
+        async for _ in ws:
+            pass
+
+    async def open_pair():
+        server = await serve(drain, "127.0.0.1", 0)
+        port = next(iter(server.sockets)).getsockname()[1]
+        return server, await connect(f"ws://127.0.0.1:{port}", ping_interval=None)
+
+    async def ping_and_wait() -> None:
+        await (await client.ping())
+
+    async def close() -> None:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+    server, client = run(open_pair())
+    try:
+        yield lambda: run(ping_and_wait())
+    finally:
+        run(close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=60)
+        loop.close()
+
+
+def test_a_keepalive_ping_in_another_thread_is_not_reported_as_random_use_by_a_strategy() -> None:
+    """Each draw waits for a real websocket ping sent from another thread (the CI warning's cause)."""
+    pings = Counter()
+    with websocket_pinger() as ping:
+
+        @st.composite
+        def text_during_a_ping(draw: st.DrawFn) -> str:
+            text = draw(TEXT)
+            ping()
+            pings["sent"] += 1
+            return text
+
+        @settings(FUZZ_SETTINGS, max_examples=5)
+        @given(text=text_during_a_ping())
+        def check(text: str) -> None:
+            assert isinstance(text, str)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", HypothesisDeprecationWarning)
+            check()
+    assert pings["sent"] >= 5
 
 
 # ---------------------------------------------------------------- regressions: rows the fuzzer found
