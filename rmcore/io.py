@@ -130,6 +130,18 @@ def digest_strings(*parts: str) -> str:
     return h.hexdigest()
 
 
+def _temp_dir_beside(dest: Path) -> Path:
+    """A new empty ``.<name>.*.tmp`` directory beside ``dest``; a disk/permission error names ``dest``."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as e:
+        named = _write_error(dest, e)
+        if named is e:
+            raise
+        raise named from e
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp directory beside ``path``; publish it as ``path`` by one rename.
@@ -140,14 +152,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     import shutil
 
     dest = Path(path)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    except OSError as e:
-        named = _write_error(dest, e)
-        if named is e:
-            raise
-        raise named from e
+    tmp = _temp_dir_beside(dest)
     try:
         yield tmp
         try:
@@ -158,3 +163,56 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or filesystem cannot."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextmanager
+def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp directory beside ``path``; if the block succeeds it replaces ``path`` whole.
+
+    For a folder of files that belong together (e.g. pairs + quarantine) and is rewritten in
+    place: a reader or a kill sees the previous folder or the new one, never files of both.
+    The swap is one atomic exchange on Linux; elsewhere the old folder is first renamed aside
+    (``.<name>.*.tmp``), so a kill between the two renames leaves no folder, never a mix.
+    On failure ``path`` is left as it was.
+    """
+    import shutil
+    import uuid
+
+    dest = Path(path)
+    tmp = _temp_dir_beside(dest)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; outputs are shared folders
+        if not dest.exists():
+            os.rename(tmp, dest)
+        elif not _exchange(tmp, dest):
+            aside = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+            os.rename(dest, aside)
+            os.rename(tmp, dest)
+            tmp = aside
+        # after the exchange ``tmp`` holds the previous folder: removed below
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

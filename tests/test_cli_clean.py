@@ -10,9 +10,12 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from fault_helpers import child_env, is_temp_name, run_child
 
 from data_contracts.schemas import PAIRS, QUARANTINE
+from rmcore import io
 from rmcore.io import read_table
+from rmcore.sample_data import write_sample_mirror
 from rmflow.cli import main
 
 
@@ -136,3 +139,72 @@ def test_console_script_prints_one_json_object(shared_data: Path, tmp_path: Path
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rows_in"] == 500
+
+
+# --- pairs and quarantine are published together --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_sample_mirror(tmp_path_factory.mktemp("generated"), rows_per_source=60, seed=3)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_clean_killed_between_its_two_files_leaves_the_previous_pair(
+    capsys, generated: Path, tmp_path: Path
+) -> None:
+    """kill -9 after the new pairs.parquet is written, before its quarantine.parquet."""
+    out = tmp_path / "out"
+    first = clean(capsys, "helpsteer", "--data-dir", str(generated), "--out", str(out))
+    folder = Path(first["output"]).parent
+    before = folder_bytes(folder)
+    assert set(before) == {"_SUCCESS", "pairs.parquet", "quarantine.parquet"}
+
+    argv = ["clean", "helpsteer", "--pairing", "all-pairs", "--data-dir", str(generated), "--out", str(out)]
+    hook = {"target": "rmcore.io:write_table", "mode": "kill-before", "match": "quarantine.parquet"}
+    config = {"hooks": [hook], "call": "rmflow.cli:main", "kwargs": {"argv": argv}}
+    assert run_child(config, child_env(), tmp_path / "child.log") == -9
+    assert folder_bytes(folder) == before  # not the new pairs beside the old quarantine
+
+    second = clean(capsys, *argv[1:])
+    assert second["kept"] > first["kept"]  # all-pairs: more pairs than best-vs-random
+    _outputs_agree(second)
+    assert (folder / "_SUCCESS").exists()
+    visible = [p for p in out.rglob("*") if p.is_file() and not is_temp_name(p.relative_to(out))]
+    assert sorted(p.relative_to(folder).as_posix() for p in visible) == [
+        "_SUCCESS",
+        "pairs.parquet",
+        "quarantine.parquet",
+    ]
+
+
+@pytest.mark.parametrize("exchange", ["renameat2", "rename-aside"])
+def test_a_rerun_replaces_the_folder_whole_and_removes_the_old_one(
+    capsys, monkeypatch: pytest.MonkeyPatch, generated: Path, tmp_path: Path, exchange: str
+) -> None:
+    if exchange == "rename-aside":  # systems without an atomic exchange
+        monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    args = ("pku-saferlhf", "--data-dir", str(generated), "--out", str(tmp_path))
+    first = clean(capsys, *args, "--per-prompt", "1")
+    second = clean(capsys, *args)
+    assert first["output"] == second["output"] and second["kept"] > first["kept"]
+    _outputs_agree(second)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "_SUCCESS",
+        "pairs.parquet",
+        "quarantine.parquet",
+    ]
+
+
+def test_exchange_swaps_two_folders_in_one_step(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("from a")
+    (b / "y").write_text("from b")
+    if not io._exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) not available here; replace_dir renames aside")
+    assert [p.name for p in a.iterdir()] == ["y"] and [p.name for p in b.iterdir()] == ["x"]

@@ -1,7 +1,9 @@
 """``rmflow clean SOURCE``: clean + pair one source split; every raw row accounted for.
 
 Writes ``<out>/<source with / as __>/<split>/pairs.parquet`` and ``quarantine.parquet``
-(through rmcore.io, so both are validated against their contracts) and reports
+(through rmcore.io, so both are validated against their contracts; the folder with both and a
+``_SUCCESS`` marker replaces the previous one whole, so a killed run never leaves new pairs
+beside an old quarantine) and reports
 ``source, rows_in, kept, dropped (rule -> count), quarantined, output``.
 """
 
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 HUB = "hub"
+SUCCESS = "_SUCCESS"
+"""Marker in the output folder: written last, the folder is complete (as in stage folders)."""
 PAIRINGS = ("best-vs-random", "all-pairs")
 
 
@@ -77,8 +81,10 @@ def run(args: argparse.Namespace) -> dict:
         Path(args.out or Path(os.environ.get("RMFLOW_WORK_DIR") or "runs") / "clean").expanduser().resolve()
     )
     out = root / args.source.replace("/", "__") / args.split
-    io.write_table(result.pairs, out / "pairs.parquet", PAIRS)
-    io.write_table(result.quarantine, out / "quarantine.parquet", QUARANTINE)
+    with io.replace_dir(out) as tmp:  # pairs and quarantine replace the previous ones together
+        io.write_table(result.pairs, tmp / "pairs.parquet", PAIRS)
+        io.write_table(result.quarantine, tmp / "quarantine.parquet", QUARANTINE)
+        (tmp / SUCCESS).touch()
     return {
         "source": args.source,
         "split": args.split,
