@@ -30,9 +30,14 @@ _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _NO_ACCESS = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+_REPLACING: dict[Path, Path] = {}
+"""Temp folder of an open ``replace_dir`` -> the folder it will replace (errors name the latter)."""
+
+
 def _write_error(dest: Path, e: OSError) -> OSError:
     """A disk-full / permission error re-raised as the same OSError kind, naming ``dest`` (not a temp
     file) and the fix; other errors unchanged. The previous ``dest``, if any, is untouched."""
+    dest = _REPLACING.get(dest.parent, dest.parent) / dest.name
     if e.errno in _NO_SPACE:
         fix = f"free space on the disk holding {dest.parent} (or raise the file-size limit), then rerun"
     elif e.errno in _NO_ACCESS:
@@ -196,13 +201,15 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     place: a reader or a kill sees the previous folder or the new one, never files of both.
     The swap is one atomic exchange on Linux; elsewhere the old folder is first renamed aside
     (``.<name>.*.tmp``), so a kill between the two renames leaves no folder, never a mix.
-    On failure ``path`` is left as it was.
+    On failure ``path`` is left as it was; a disk-full / permission error names the file under
+    ``path``, not under the temp folder.
     """
     import shutil
     import uuid
 
     dest = Path(path)
-    tmp = _temp_dir_beside(dest)
+    tmp = building = _temp_dir_beside(dest)
+    _REPLACING[building] = dest
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; outputs are shared folders
@@ -215,4 +222,5 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp = aside
         # after the exchange ``tmp`` holds the previous folder: removed below
     finally:
+        _REPLACING.pop(building, None)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -338,7 +338,7 @@ def test_rmflow_clean_on_a_full_disk_exits_1_naming_the_file_and_keeps_the_last_
     assert main(argv) == 0
     folder = out / "helpsteer" / "train"
     before = tree(folder)
-    assert set(before) == {"pairs.parquet", "quarantine.parquet"}
+    assert set(before) == {"_SUCCESS", "pairs.parquet", "quarantine.parquet"}
     # new input (another seed), so the rerun would write different pairs
     rel = "nvidia/HelpSteer/train.jsonl.gz"
     shutil.copy(write_sample_mirror(shared_tmp / "other", rows_per_source=ROWS, seed=4) / rel, mirror / rel)
