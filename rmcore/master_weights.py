@@ -31,7 +31,7 @@ from rmcore.train_config import TrainConfig
 def bf16_working_copy(model: RewardModel) -> RewardModel:
     """A bf16 copy of ``model`` sharing its tokenizer and settings (not its tensors)."""
     hf = copy.deepcopy(model.hf).to(torch.bfloat16)
-    return RewardModel(
+    work = RewardModel(
         hf,
         model.tokenizer,
         pooling=model.pooling,
@@ -39,6 +39,8 @@ def bf16_working_copy(model: RewardModel) -> RewardModel:
         truncation=model.truncation,
         norm_stats=model.norm_stats,
     ).train(model.training)
+    work.packed = model.packed
+    return work
 
 
 class MasterWeightsEngine(TorchEngine):
@@ -58,17 +60,26 @@ class MasterWeightsEngine(TorchEngine):
             for master, work in zip(model.parameters(), self.module.parameters(), strict=True)
             if master.requires_grad
         ]
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.pairs)
+        """fp32 gradient storage kept across steps: a fresh 47 MB gradient per step (the
+        embedding's) costs more in page faults than the conversion itself (bench/RESULTS.md)."""
 
     def backward(self, loss: torch.Tensor) -> None:
-        """Backward through the bf16 copy, then move its gradients into fp32 master gradients."""
+        """Backward through the bf16 copy, then move its gradients into fp32 master gradients.
+
+        A master gradient is None until its parameter gets a gradient in the current step
+        (as with ``zero_grad(set_to_none=True)``); it is then written into the kept buffer.
+        """
         loss.backward()
-        for master, work in self.pairs:
+        for i, (master, work) in enumerate(self.pairs):
             if work.grad is None:
                 continue
-            if master.grad is None:
-                master.grad = work.grad.float()
-            else:
+            if master.grad is not None:
                 master.grad.add_(work.grad)
+            elif self.buffers[i] is not None:
+                master.grad = self.buffers[i].copy_(work.grad)
+            else:
+                master.grad = self.buffers[i] = work.grad.float()
             work.grad = None
 
     def step(self) -> float:

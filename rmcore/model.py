@@ -26,6 +26,7 @@ import torch
 
 import rmcore
 from rmcore.io import write_json
+from rmcore.packed_encoder import packed_mean_rewards
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class RewardModel(torch.nn.Module):
         self.norm_stats = norm_stats
         self.trust_remote_code = trust_remote_code
         """Whether the backbone was loaded with custom (repository) code: recorded when saved."""
+        self.packed = False
+        """Run length groups through one packed encoder pass (rmcore.packed_encoder); set by training."""
         if pooling == "mean":
             _linear_head(hf)  # fail at load time, not at the first batch
 
@@ -80,8 +83,11 @@ class RewardModel(torch.nn.Module):
         With "mean" or "cls" pooling the token embeddings of all groups are looked up in one
         call, so backward builds the (vocab x hidden) embedding gradient once per micro-batch
         instead of once per group. "last" pooling needs the input ids inside the stock
-        forward (to find the last non-pad token), so its groups run one by one.
+        forward (to find the last non-pad token), so its groups run one by one. With
+        ``packed`` set, all groups go through the encoder in one packed pass.
         """
+        if self.packed:
+            return packed_mean_rewards(self.hf, _linear_head(self.hf), groups)
         if self.pooling == "last" or len(groups) == 1:
             return [self(ids, mask) for ids, mask in groups]
         flat = torch.cat([ids.reshape(-1) for ids, _ in groups])

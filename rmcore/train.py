@@ -33,10 +33,12 @@ from rmcore.checkpoint import (
     save_deepspeed_checkpoint,
 )
 from rmcore.config import ConfigError, config_hash
+from rmcore.cpu_memory import retain_freed_memory
 from rmcore.data import EncodedPairs, PairBatch, collate_pairs, encode_pairs
 from rmcore.io import read_table, write_json
 from rmcore.loss import bradley_terry_loss, split_rewards
 from rmcore.model import RewardModel, load_reward_model
+from rmcore.packed_encoder import unsupported_reason
 from rmcore.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -338,8 +340,10 @@ def train_reward_model(
             "multi-process training runs through DeepSpeed: set deepspeed: deployments/deepspeed/zero2.json"
         )
     linear = torch.nn.functional.linear
+    on_cpu = config.malloc_tuning == "auto" and not torch.cuda.is_available()
     try:
-        return _train(config, mixture_path, output_dir, sink, resume)
+        with retain_freed_memory(on_cpu):
+            return _train(config, mixture_path, output_dir, sink, resume)
     finally:
         # DeepSpeed ZeRO-3 replaces torch.nn.functional.linear process-wide ("this will persist
         # unless manually reset"); put it back so later work in this process (another training
@@ -370,6 +374,7 @@ def _train(
         else min(config.max_steps, per_epoch * config.epochs)
     )
     bf16 = _use_bf16(config, device)
+    _set_packing(model, config)
     engine = _make_engine(config, model, total, bf16, device)
     if not dist.is_main():
         sink = dist.NullSink()  # rank 0 logs the global (all-reduced) metrics
@@ -427,6 +432,16 @@ def _set_attention(model: RewardModel, config: TrainConfig, device: torch.device
     if getattr(model.hf.config, "_attn_implementation", None) != choice:
         model.hf.set_attn_implementation(choice)
         log.info("attention implementation: %s", choice)
+
+
+def _set_packing(model: RewardModel, config: TrainConfig) -> None:
+    """One packed encoder pass per micro-batch where the model supports it (not under DeepSpeed)."""
+    reason = "packed_encoder is off" if config.packed_encoder == "off" else None
+    if reason is None and config.deepspeed:
+        reason = "DeepSpeed runs the engine's own forward"
+    reason = reason or unsupported_reason(model.hf, model.pooling)
+    model.packed = reason is None
+    log.info("packed encoder pass: %s", "on" if model.packed else f"off ({reason})")
 
 
 def _load_model(config: TrainConfig) -> RewardModel:

@@ -68,6 +68,13 @@ class TrainConfig:
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     """Attention kernel while training. "auto": eager on CPU (torch's CPU flash-attention
     backward is slower than plain matmuls at these lengths, see bench/), the model's default on GPU."""
+    packed_encoder: Literal["auto", "off"] = "auto"
+    """"auto": the length groups of a micro-batch share one encoder pass (only attention runs
+    per group; rmcore/packed_encoder.py) when the backbone is a BERT encoder with mean pooling
+    and training runs without DeepSpeed; any other model, or "off", runs the stock forward."""
+    malloc_tuning: Literal["auto", "off"] = "auto"
+    """"auto": on CPU (Linux, glibc), freed memory stays in the process while training instead
+    of going back to the kernel after every step (rmcore/cpu_memory.py); "off": glibc defaults."""
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     """"auto": on with a GPU, off on CPU."""
     dropout: bool = False

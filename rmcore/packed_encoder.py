@@ -1,0 +1,114 @@
+"""One encoder pass over all length groups of a micro-batch (BERT encoders, mean pooling).
+
+A micro-batch is split into length groups to keep padding low (rmcore.batching); run one by
+one, every group pays its own pass through each layer, and groups of a few short sequences
+make small matrices: on a 2-core CPU a BERT layer runs about 25% slower per token at 500
+rows than at 2,000 (bench/RESULTS.md). Everything in a BERT layer except the attention
+scores works token by token (linear layers, GELU, layer norms, residual adds, dropout), so
+here all groups' tokens are laid end to end in one ``[tokens, hidden]`` matrix: those parts
+run once per micro-batch on all rows, and only attention runs per group, on views of that
+matrix (no copies, still no attention across sequences). The modules called are the
+model's own, so the weights, the checkpoint and the exported model are unchanged; only the
+order of the work differs (results equal the stock forward to float rounding: tests).
+
+Used by training when ``TrainConfig.packed_encoder`` allows it and :func:`unsupported_reason`
+returns None; any other model runs the stock forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+Groups = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
+    """Why the packed pass cannot run ``hf`` (None when it can): it mirrors BertModel exactly."""
+    base = getattr(hf, "base_model", None)
+    config = getattr(hf, "config", None)
+    if pooling != "mean":
+        return f"pooling is {pooling!r} (the packed pass implements mean pooling)"
+    if type(base).__name__ != "BertModel" or config is None:
+        return f"backbone is {type(base).__name__}, not BertModel"
+    if config.is_decoder or config.add_cross_attention:
+        return "a decoder/cross-attention BERT"
+    if getattr(config, "chunk_size_feed_forward", 0):
+        return "chunked feed-forward"
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return f"position_embedding_type {config.position_embedding_type!r}"
+    if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return f"attention implementation {getattr(config, '_attn_implementation', None)!r}"
+    if getattr(hf, "is_gradient_checkpointing", False):
+        return "gradient checkpointing is on"
+    return None
+
+
+def _attention_fn(config: Any):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
+
+
+def _embed(base: torch.nn.Module, groups: Groups) -> torch.Tensor:
+    """BertEmbeddings on all tokens: word + token type (0) + position, layer norm, dropout."""
+    emb = base.embeddings
+    ids = torch.cat([g.reshape(-1) for g, _ in groups])
+    device = ids.device
+    positions = torch.cat([torch.arange(g.shape[1], device=device).repeat(g.shape[0]) for g, _ in groups])
+    token_types = torch.zeros_like(ids)
+    x = emb.word_embeddings(ids) + emb.token_type_embeddings(token_types)
+    x = x + emb.position_embeddings(positions)
+    return emb.dropout(emb.LayerNorm(x))
+
+
+def _key_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive ``[batch, 1, 1, keys]`` mask: 0 for real tokens, the dtype's minimum for padding."""
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    low = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=mask.device)
+    return torch.where(mask.bool(), zero, low)[:, None, None, :]
+
+
+def _layer(
+    layer: torch.nn.Module, x: torch.Tensor, shapes: list[torch.Size], biases: list, attend
+) -> torch.Tensor:
+    """One BertLayer on the packed rows; attention per group on views of q, k and v.
+
+    The groups are cut with ``split`` (whose backward is one concatenation), not by slicing
+    (whose backward writes each group's gradient into a zero-filled full-size tensor).
+    """
+    sa = layer.attention.self
+    sizes = [batch * length for batch, length in shapes]
+    q, k, v = (t.split(sizes) for t in (sa.query(x), sa.key(x), sa.value(x)))
+    dropout = sa.dropout.p if sa.training else 0.0
+    outs = []
+    for i, ((batch, length), bias) in enumerate(zip(shapes, biases, strict=True)):
+
+        def heads(t: torch.Tensor, n: int = batch, s: int = length) -> torch.Tensor:
+            return t.view(n, s, -1, sa.attention_head_size).transpose(1, 2)
+
+        out, _ = attend(sa, heads(q[i]), heads(k[i]), heads(v[i]), bias, dropout=dropout, scaling=sa.scaling)
+        outs.append(out.reshape(batch * length, -1))
+    attended = layer.attention.output(torch.cat(outs), x)
+    return layer.output(layer.intermediate(attended), attended)
+
+
+def packed_mean_rewards(hf: torch.nn.Module, head: torch.nn.Linear, groups: Groups) -> list[torch.Tensor]:
+    """Mean-pooled rewards (float32) of each (input_ids, attention_mask) group, one pass for all."""
+    base = hf.base_model
+    x = _embed(base, groups)
+    shapes = [ids.shape for ids, _ in groups]
+    biases = [_key_bias(mask, x.dtype) for _, mask in groups]
+    attend = _attention_fn(hf.config)
+    for layer in base.encoder.layer:
+        x = _layer(layer, x, shapes, biases, attend)
+    pooled = []
+    parts = x.split([batch * length for batch, length in shapes])
+    for (batch, length), part, (_, mask) in zip(shapes, parts, groups, strict=True):
+        hidden = part.view(batch, length, -1)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled.append((hidden * m).sum(1) / m.sum(1).clamp(min=1.0))
+    rewards = head(torch.cat(pooled))[:, 0].float()
+    return list(rewards.split([s[0] for s in shapes]))
