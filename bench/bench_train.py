@@ -9,9 +9,11 @@ tokens (6 x non-embedding params x tokens/s) against the bf16/fp32 matmul peak p
 peak memory, held-out accuracy of both on the same unseen pairs, and how close rmflow's bf16
 per-step losses are to its fp32 ones on the same batches.
 
-rmflow runs three ways: bf16 as shipped on CPU (bf16 compute with fp32 master weights, eager
-attention), fp32, and the first session's bf16 (autocast over fp32 weights, SDPA attention) so
-the effect of those two changes shows in the same run.
+rmflow runs four ways: bf16 as shipped on CPU (bf16 compute with fp32 master weights, eager
+attention, one packed encoder pass per micro-batch, freed memory kept while training), fp32,
+the first session's bf16 (autocast over fp32 weights, SDPA attention) and the second session's
+(length groups one by one, glibc malloc defaults), so the effect of each change shows in the
+same run. Held-out accuracy is also measured before training (each system's initial head).
 
     .venv/bin/python bench/bench_train.py              # 30 steps
     .venv/bin/python bench/bench_train.py --steps 5    # quick
@@ -182,11 +184,12 @@ def worker_trl(spec: dict) -> dict:
 
     trainer.data_collator = counting
     kept = list(trainer.train_dataset["idx"])
+    held = hh_rows(*spec["eval_rows"])
+    start_accuracy = _eval_accuracy(trainer.model.eval(), tok, "cls", held, spec["max_length"])
+    trainer.model.train()
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    accuracy = _eval_accuracy(
-        trainer.model.eval(), tok, "cls", hh_rows(*spec["eval_rows"]), spec["max_length"]
-    )
+    accuracy = _eval_accuracy(trainer.model.eval(), tok, "cls", held, spec["max_length"])
     return {
         "kept": kept,
         "pool": len(rows),
@@ -197,6 +200,7 @@ def worker_trl(spec: dict) -> dict:
         "cpu_tokens_per_s": counts["real"] / Clock.cpu,
         "losses": losses,
         "eval_accuracy": accuracy,
+        "eval_accuracy_start": start_accuracy,
         "non_embedding_params": non_embedding_params(model),
         "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),
@@ -250,6 +254,13 @@ def worker_rmflow(spec: dict) -> dict:
         eval_batch=32,
         seed=42,
     )
+    start_accuracy = None
+    if spec.get("start_eval"):  # the untrained model, head initialised as training does (same seed)
+        from rmcore.model import load_reward_model
+
+        torch.manual_seed(config.seed)
+        start = load_reward_model(spec["model"], pooling=config.pooling, max_length=config.max_length)
+        start_accuracy = _eval_accuracy(start.hf, start.tokenizer, start.pooling, held, config.max_length)
     sink = ListSink()
     result = train_reward_model(config, mixture_path=mixture, output_dir=Path(spec["tmp"]) / "out", sink=sink)
     from rmcore.model import load_reward_model
@@ -261,6 +272,7 @@ def worker_rmflow(spec: dict) -> dict:
         "padding_efficiency": result.padding_efficiency,
         "losses": sink.series("train/loss"),
         "eval_accuracy": result.metrics["eval/accuracy"],
+        "eval_accuracy_start": start_accuracy,
         "eval_low": result.metrics["eval/accuracy_low"],
         "eval_high": result.metrics["eval/accuracy_high"],
         "length_baseline": result.metrics["eval/length_baseline"],
@@ -314,12 +326,16 @@ def main() -> None:
     peaks = {d: probe_matmul_peak(d) for d in ("bfloat16", "float32")}
     trl = run_worker("trl", spec)
     spec["kept"] = trl["kept"]
-    ours = run_worker("rmflow", {**spec, "bf16": True})
+    ours = run_worker("rmflow", {**spec, "bf16": True, "start_eval": True})
     ours32 = run_worker("rmflow", {**spec, "bf16": False})
     # the first session's configuration: bf16 autocast over fp32 weights, SDPA attention
     before = run_worker(
         "rmflow",
         {**spec, "bf16": True, "overrides": {"bf16_mode": "autocast", "attn_implementation": "sdpa"}},
+    )
+    # session 2's configuration: length groups run one by one, glibc malloc defaults
+    unpacked = run_worker(
+        "rmflow", {**spec, "bf16": True, "overrides": {"packed_encoder": "off", "malloc_tuning": "off"}}
     )
     flops = {
         k: 6 * v["non_embedding_params"] * v["tokens_per_s"] / 1e9
@@ -339,6 +355,7 @@ def main() -> None:
             "rmflow_bf16": round(ours["tokens_per_s"], 1),
             "rmflow_fp32": round(ours32["tokens_per_s"], 1),
             "rmflow_bf16_autocast_sdpa": round(before["tokens_per_s"], 1),
+            "rmflow_bf16_unpacked_malloc_default": round(unpacked["tokens_per_s"], 1),
         },
         "tokens_per_cpu_s": {
             "trl_fp32": round(trl["cpu_tokens_per_s"], 1),
@@ -350,6 +367,9 @@ def main() -> None:
         "ratio_rmflow_bf16_vs_trl": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
         "ratio_rmflow_fp32_vs_trl": round(ours32["tokens_per_s"] / trl["tokens_per_s"], 2),
         "ratio_rmflow_bf16_autocast_sdpa_vs_trl": round(before["tokens_per_s"] / trl["tokens_per_s"], 2),
+        "ratio_rmflow_bf16_unpacked_malloc_default_vs_trl": round(
+            unpacked["tokens_per_s"] / trl["tokens_per_s"], 2
+        ),
         "padding_efficiency": {
             "trl": round(trl["padding_efficiency"], 3),
             "rmflow": round(ours["padding_efficiency"], 3),
@@ -367,6 +387,10 @@ def main() -> None:
             "rmflow_fp32": ours32["eval_accuracy"],
             "rmflow_bf16_autocast_sdpa": before["eval_accuracy"],
             "length_rule": ours["length_baseline"],
+        },
+        "eval_accuracy_before_training": {
+            "trl": trl["eval_accuracy_start"],
+            "rmflow": ours["eval_accuracy_start"],
         },
         "max_step_loss_gap_bf16_vs_fp32": round(loss_gap, 5),
         "non_embedding_params": ours["non_embedding_params"],
