@@ -2,6 +2,9 @@
 
 Every write goes to a temporary file in the destination directory and is renamed
 into place, so a killed stage never leaves a partial file under the final name.
+Temp names carry the writer (``.<name>.<random>.p<pid>-h<host digest>.tmp``): once a write
+publishes, temps of the same name left by writers on this host that no longer run (a killed
+run) are removed; a live writer's temp is never touched (see ``remove_dead_temps``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +28,71 @@ import pyarrow.parquet as pq
 
 from data_contracts import Contract, validate
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 1 << 20
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_TAG = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.tmp$")
+
+
+def _temp_suffix() -> str:
+    """``.p<pid>-h<host digest>.tmp``: who writes this temp (the pid is read at each call: forks)."""
+    return f".p{os.getpid()}-h{_HOST}.tmp"
+
+
+def _writer_gone(pid: int) -> bool:
+    """True only if no process ``pid`` exists on this host (a zombie or another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # e.g. EPERM: it exists
+    return False
+
+
+def remove_dead_temps(path: str | os.PathLike[str], *, min_age: float = 0.0) -> list[Path]:
+    """Remove temps of ``path`` (``.<name>.*.p<pid>-h<host>.tmp`` beside it, files or folders) whose
+    writer ran on this host and is gone; return what was removed.
+
+    Never a live run's temp: its pid exists. Temps of other hosts (a shared disk), of unknown
+    writers (older names) and younger than ``min_age`` seconds are left alone.
+    """
+    import time
+
+    dest = Path(path)
+    prefix, removed, now = f".{dest.name}.", [], time.time()
+    try:
+        entries = list(os.scandir(dest.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        tag = _TEMP_TAG.search(entry.name)
+        if not entry.name.startswith(prefix) or tag is None or tag.group(2) != _HOST:
+            continue
+        try:
+            young = now - entry.stat(follow_symlinks=False).st_mtime < min_age
+        except OSError:
+            continue  # removed meanwhile, or not ours to look at
+        if young or not _writer_gone(int(tag.group(1))):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            continue  # a concurrent sweep removed it first
+        except OSError as e:  # cleaning up is best effort: the write itself succeeded
+            log.warning("%s: leftover of a dead run not removed: %s", entry.path, e)
+            continue
+        removed.append(Path(entry.path))
+        log.info("removed %s, left by a run that no longer exists", entry.path)
+    return removed
 
 
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -59,12 +128,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path: Path | None = None
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=_temp_suffix(), dir=dest.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp_path, dest)
+        pass
     except OSError as e:
         named = _write_error(dest, e)
         if named is e:
@@ -139,7 +209,7 @@ def _temp_dir_beside(dest: Path) -> Path:
     """A new empty ``.<name>.*.tmp`` directory beside ``dest``; a disk/permission error names ``dest``."""
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=_temp_suffix(), dir=dest.parent))
     except OSError as e:
         named = _write_error(dest, e)
         if named is e:
@@ -154,8 +224,6 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     Content-addressed outputs: if ``path`` appeared meanwhile (a concurrent run with the
     same inputs), the existing one wins and the temp copy is discarded; both are equal.
     """
-    import shutil
-
     dest = Path(path)
     tmp = _temp_dir_beside(dest)
     try:
@@ -165,6 +233,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         except OSError:
             if not dest.is_dir():
                 raise
+        pass
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -204,7 +273,6 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     On failure ``path`` is left as it was; a disk-full / permission error names the file under
     ``path``, not under the temp folder.
     """
-    import shutil
     import uuid
 
     dest = Path(path)
@@ -216,11 +284,12 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         if not dest.exists():
             os.rename(tmp, dest)
         elif not _exchange(tmp, dest):
-            aside = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+            aside = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{_temp_suffix()}")
             os.rename(dest, aside)
             os.rename(tmp, dest)
             tmp = aside
         # after the exchange ``tmp`` holds the previous folder: removed below
+        pass
     finally:
         _REPLACING.pop(building, None)
         shutil.rmtree(tmp, ignore_errors=True)

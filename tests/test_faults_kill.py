@@ -133,6 +133,7 @@ def test_kill_during_data_stage_then_rerun_equals_uninterrupted(
     mixture_flow(**_args(setup, work))
     assert stage_digests(work) == reference_data["digests"]
     assert visible_unmarked_files(work) == []
+    assert sorted(work.rglob("*.tmp")) == []  # the rerun removed the dead run's temp outputs
 
 
 # --- training: mid-epoch and mid-checkpoint-save ------------------------------------------
