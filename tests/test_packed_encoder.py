@@ -18,11 +18,6 @@ from rmcore.train import ListSink, disable_dropout, train_reward_model
 from rmcore.train_config import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("m") / "bert", "bert", pooling="mean")
-
-
 def _groups(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Three length groups of different shapes; the first row of each is half padding."""
     gen = torch.Generator().manual_seed(seed)

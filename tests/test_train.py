@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny import build_tiny_model_dir
 from train_helpers import toy_pairs, write_mixture
 
 from rmcore.config import ConfigError, from_mapping
@@ -17,16 +16,6 @@ from rmcore.train import ListSink, lr_factor, train_reward_model
 from rmcore.train_config import TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return build_tiny_model_dir(tmp_path_factory.mktemp("m") / "bert", "bert", pooling="mean")
-
-
-@pytest.fixture(scope="module")
-def mixture(tmp_path_factory) -> Path:
-    return write_mixture(tmp_path_factory.mktemp("mix") / "mixture.parquet", toy_pairs(40))
 
 
 def _config(model: Path, **kw) -> TrainConfig:
