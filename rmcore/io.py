@@ -134,7 +134,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared files
         os.replace(tmp_path, dest)
-        pass
+        remove_dead_temps(dest)
     except OSError as e:
         named = _write_error(dest, e)
         if named is e:
@@ -233,7 +233,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         except OSError:
             if not dest.is_dir():
                 raise
-        pass
+        remove_dead_temps(dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -289,7 +289,7 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.rename(tmp, dest)
             tmp = aside
         # after the exchange ``tmp`` holds the previous folder: removed below
-        pass
+        remove_dead_temps(dest)
     finally:
         _REPLACING.pop(building, None)
         shutil.rmtree(tmp, ignore_errors=True)
