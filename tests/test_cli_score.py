@@ -6,7 +6,6 @@ import io
 import json
 from pathlib import Path
 
-import mlflow_helpers
 import numpy as np
 import pytest
 from mlflow_helpers import ROWS, direct_rewards, tiny_reward_dir
@@ -14,8 +13,6 @@ from mlflow_helpers import ROWS, direct_rewards, tiny_reward_dir
 from rmflow.cli import main
 
 # conftest's per-test SQLite store, but copied from a migrated template DB (saves 10-15 s a test)
-mlflow_template_db = mlflow_helpers.mlflow_template_db
-mlflow_uri = mlflow_helpers.mlflow_uri
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +55,9 @@ def test_registry_uri_scores_like_the_folder(folder, expected, mlflow_uri, capsy
     from tasks import registry, tracking
 
     run_id = tracking.start_pipeline_run("cli", config=tracking.TrackingConfig(tracking_uri=mlflow_uri))
-    version = registry.register_reward_model(folder, name="rm", run_id=run_id, tags={}, rewardbench_overall=50.0).version
+    version = registry.register_reward_model(
+        folder, name="rm", run_id=run_id, tags={}, rewardbench_overall=50.0
+    ).version
     registry.promote_if_better("rm", version, 50.0)
     _stdin(monkeypatch, ROWS)
     assert main(["score", "models:/rm@champion", "--tracking-uri", mlflow_uri, "--json"]) == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import mlflow_helpers
 import numpy as np
 import pytest
 from mlflow_helpers import ROWS, direct_rewards, tiny_reward_dir
@@ -14,11 +13,13 @@ from mlflow_helpers import ROWS, direct_rewards, tiny_reward_dir
 from tasks import registry, tracking
 
 NAME = "rmflow-reward"
-LINEAGE = {"rmflow.mixture_digest": "d" * 64, "rmflow.config_hash": "0123456789abcdef", "rmflow.git_revision": "abc123"}
+LINEAGE = {
+    "rmflow.mixture_digest": "d" * 64,
+    "rmflow.config_hash": "0123456789abcdef",
+    "rmflow.git_revision": "abc123",
+}
 
 # conftest's per-test SQLite store, but copied from a migrated template DB (saves 10-15 s a test)
-mlflow_template_db = mlflow_helpers.mlflow_template_db
-mlflow_uri = mlflow_helpers.mlflow_uri
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,9 @@ def model_dirs(tmp_path_factory) -> list[Path]:
 
 
 def _run(mlflow_uri: str, pipeline_run_id: str) -> str:
-    return tracking.start_pipeline_run(pipeline_run_id, config=tracking.TrackingConfig(tracking_uri=mlflow_uri))
+    return tracking.start_pipeline_run(
+        pipeline_run_id, config=tracking.TrackingConfig(tracking_uri=mlflow_uri)
+    )
 
 
 def test_registered_model_loads_back_and_scores_like_the_folder(mlflow_uri, model_dirs):
@@ -56,20 +59,28 @@ def test_registered_model_loads_back_and_scores_like_the_folder(mlflow_uri, mode
 
 def test_registering_the_same_run_and_model_twice_keeps_one_version(mlflow_uri, model_dirs):
     run_id = _run(mlflow_uri, "pipe-1")
-    first = registry.register_reward_model(model_dirs[0], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=50.0)
-    again = registry.register_reward_model(model_dirs[0], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=50.0)
+    first = registry.register_reward_model(
+        model_dirs[0], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=50.0
+    )
+    again = registry.register_reward_model(
+        model_dirs[0], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=50.0
+    )
     assert (first.version, first.created) == (1, True)
     assert (again.version, again.created) == (1, False)
     assert len(tracking.client().search_model_versions(f"name = '{NAME}'")) == 1
     # a different model from the same run is a new version
-    other = registry.register_reward_model(model_dirs[1], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=50.0)
+    other = registry.register_reward_model(
+        model_dirs[1], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=50.0
+    )
     assert (other.version, other.created) == (2, True)
     assert int(tracking.client().get_model_version_by_alias(NAME, "candidate").version) == 2
 
 
 def _register(mlflow_uri: str, folder: Path, pipeline_run_id: str, score: float) -> tuple[int, str]:
     run_id = _run(mlflow_uri, pipeline_run_id)
-    r = registry.register_reward_model(folder, name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=score)
+    r = registry.register_reward_model(
+        folder, name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=score
+    )
     return r.version, run_id
 
 
@@ -102,7 +113,9 @@ def test_gate_promotes_first_equal_and_better_and_refuses_worse(mlflow_uri, mode
     assert c.get_model_version(NAME, "2").tags[registry.TAG_DECISION] == "promoted"
 
     # re-running the gate on the champion is a no-op promotion
-    assert registry.promote_if_better(NAME, v2, 60.0).reason == "already champion (RewardBench overall 60.0000)"
+    assert (
+        registry.promote_if_better(NAME, v2, 60.0).reason == "already champion (RewardBench overall 60.0000)"
+    )
 
 
 def test_gate_refuses_nan_and_names_a_champion_without_a_score(mlflow_uri, model_dirs):
@@ -147,7 +160,7 @@ def test_nothing_a_run_writes_contains_the_hf_token(mlflow_uri, model_dirs, tmp_
     registry.promote_if_better(NAME, version, 61.0)
     tracking.end_pipeline_run(run_id)
 
-    store = Path(mlflow_uri[len("sqlite:///"):]).parent
+    store = Path(mlflow_uri[len("sqlite:///") :]).parent
     written = [p for p in store.rglob("*") if p.is_file() and p != leaky]
     assert any(p.name == "mlflow.db" for p in written) and any("artifacts" in p.parts for p in written)
     assert [p for p in written if secret.encode() in p.read_bytes()] == []
@@ -161,8 +174,15 @@ def test_lineage_leads_from_a_version_to_the_mixture_and_its_manifest(mlflow_uri
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"digest": "f" * 64, "inputs": [{"key": "hh", "digest": "0" * 64}]}))
     run_id = _run(mlflow_uri, "pipe-lineage")
-    tracking.log_dataset_input(run_id, mixture, name="mixture-demo", digest="f" * 64, context="training",
-                               manifest_path=manifest, rows=2)
+    tracking.log_dataset_input(
+        run_id,
+        mixture,
+        name="mixture-demo",
+        digest="f" * 64,
+        context="training",
+        manifest_path=manifest,
+        rows=2,
+    )
     version = registry.register_reward_model(
         model_dirs[0], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=40.0
     ).version
@@ -170,7 +190,11 @@ def test_lineage_leads_from_a_version_to_the_mixture_and_its_manifest(mlflow_uri
     assert (lineage["version"], lineage["aliases"], lineage["run_id"]) == (version, ["candidate"], run_id)
     assert lineage["tags"]["rmflow.mixture_digest"] == LINEAGE["rmflow.mixture_digest"]
     [mix] = lineage["inputs"]
-    assert (mix["name"], mix["tags"]["rmflow.digest"], mix["source"]) == ("mixture-demo", "f" * 64, {"uri": str(mixture)})
+    assert (mix["name"], mix["tags"]["rmflow.digest"], mix["source"]) == (
+        "mixture-demo",
+        "f" * 64,
+        {"uri": str(mixture)},
+    )
     assert mix["manifest"]["inputs"] == [{"key": "hh", "digest": "0" * 64}]
     assert registry.model_lineage(NAME, version) == lineage
 

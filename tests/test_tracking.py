@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow_helpers
 import pyarrow as pa
 import pytest
 
@@ -16,8 +15,6 @@ from tasks import tracking
 from tasks.sinks import MlflowMetricsSink
 
 # conftest's per-test SQLite store, but copied from a migrated template DB (saves 10-15 s a test)
-mlflow_template_db = mlflow_helpers.mlflow_template_db
-mlflow_uri = mlflow_helpers.mlflow_uri
 
 
 def _config(uri: str) -> tracking.TrackingConfig:
@@ -29,12 +26,17 @@ def _config(uri: str) -> tracking.TrackingConfig:
 
 def test_tracking_uri_config_beats_env_beats_local_default(tmp_path):
     env = {"RMFLOW_HOME": str(tmp_path / "home")}
-    assert tracking.resolve_tracking_uri(None, env) == f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}"
+    assert (
+        tracking.resolve_tracking_uri(None, env) == f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}"
+    )
     env["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:5000"
     assert tracking.resolve_tracking_uri(None, env) == "http://127.0.0.1:5000"
     assert tracking.resolve_tracking_uri(_config("sqlite:////x/y.db"), env) == "sqlite:////x/y.db"
     # the files `rmflow up` serves (rmflow/stack.py: <home>/mlflow/mlflow.db, <home>/mlflow/artifacts)
-    assert tracking.local_store_paths(tmp_path) == (tmp_path / "mlflow" / "mlflow.db", tmp_path / "mlflow" / "artifacts")
+    assert tracking.local_store_paths(tmp_path) == (
+        tmp_path / "mlflow" / "mlflow.db",
+        tmp_path / "mlflow" / "artifacts",
+    )
 
 
 def test_secret_keys_and_values_are_recognised(monkeypatch):
@@ -50,7 +52,12 @@ def test_secret_keys_and_values_are_recognised(monkeypatch):
 
 
 def test_flatten_nested_config():
-    cfg = {"recipe": "v1", "train": {"lr": 1e-5, "batch": 8}, "sources": [{"source": "a"}, {"source": "b"}], "tags": ["x", "y"]}
+    cfg = {
+        "recipe": "v1",
+        "train": {"lr": 1e-5, "batch": 8},
+        "sources": [{"source": "a"}, {"source": "b"}],
+        "tags": ["x", "y"],
+    }
     assert tracking.flatten(cfg) == {
         "recipe": "v1",
         "train.lr": 1e-5,
@@ -80,7 +87,12 @@ def test_one_run_per_pipeline_run_and_artifacts_beside_the_db(mlflow_uri, tmp_pa
 
 def test_params_are_flattened_filtered_and_retry_safe(mlflow_uri):
     run_id = tracking.start_pipeline_run("p", config=_config(mlflow_uri))
-    params = {"recipe": "v1", "config_hash": "0123abcd", "train": {"lr": 2e-5, "max_length": 256}, "hub": {"token": "t0k3n-xyz"}}
+    params = {
+        "recipe": "v1",
+        "config_hash": "0123abcd",
+        "train": {"lr": 2e-5, "max_length": 256},
+        "hub": {"token": "t0k3n-xyz"},
+    }
     logged = tracking.log_params(run_id, params)
     expected = {"recipe": "v1", "config_hash": "0123abcd", "train.lr": "2e-05", "train.max_length": "256"}
     assert logged == expected
@@ -120,7 +132,11 @@ def test_training_sink_writes_curves_with_steps(mlflow_uri):
         for step, loss in enumerate([0.69, 0.6, 0.5]):
             sink.log_metrics({"loss": loss, "accuracy": 0.5 + step / 10}, step)
     history = tracking.client().get_metric_history(run_id, "train/loss")
-    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 0.69), (1, 0.6), (2, 0.5)]
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (0, 0.69),
+        (1, 0.6),
+        (2, 0.5),
+    ]
     assert len(tracking.client().get_metric_history(run_id, "train/accuracy")) == 3
     with pytest.raises(TypeError, match="metric 'loss' at step 3: expected a number"):
         sink.log_metrics({"loss": "high"}, 3)
@@ -136,8 +152,17 @@ def test_training_loop_reports_through_the_sink(mlflow_uri, tmp_path):
 
     model = build_tiny_model_dir(tmp_path / "bert", "bert", pooling="mean")
     mixture = write_mixture(tmp_path / "mixture.parquet", toy_pairs(20))
-    config = TrainConfig(model=str(model), max_length=64, lr=3e-3, micro_batch=4, global_batch=8, epochs=1,
-                         log_every=1, eval_fraction=0.2, seed=7)
+    config = TrainConfig(
+        model=str(model),
+        max_length=64,
+        lr=3e-3,
+        micro_batch=4,
+        global_batch=8,
+        epochs=1,
+        log_every=1,
+        eval_fraction=0.2,
+        seed=7,
+    )
     run_id = tracking.start_pipeline_run("p", config=_config(mlflow_uri))
     with MlflowMetricsSink(run_id) as sink:
         result = train_reward_model(config, mixture_path=mixture, output_dir=tmp_path / "out", sink=sink)
@@ -194,7 +219,9 @@ def test_dataset_input_records_path_digest_manifest_and_schema(mlflow_uri, tmp_p
     assert list(columns) == [f.name for f in MIXTURE.schema]
     assert (columns["pair_id"], columns["chosen_score"], columns["chosen"]) == ("string", "double", "array")
     with pytest.raises(FileNotFoundError, match="missing.parquet: dataset to log"):
-        tracking.log_dataset_input(run_id, tmp_path / "missing.parquet", name="x", digest="0", context="training")
+        tracking.log_dataset_input(
+            run_id, tmp_path / "missing.parquet", name="x", digest="0", context="training"
+        )
 
 
 def test_artifacts_land_in_the_run(mlflow_uri, tmp_path):
@@ -207,4 +234,6 @@ def test_artifacts_land_in_the_run(mlflow_uri, tmp_path):
     assert tracking.log_artifacts(run_id, [stats, plots], artifact_path="reports") == ["stats.md", "plots"]
     names = sorted(a.path for a in tracking.client().list_artifacts(run_id, "reports"))
     assert names == ["reports/plots", "reports/stats.md"]
-    assert [a.path for a in tracking.client().list_artifacts(run_id, "reports/plots")] == ["reports/plots/calibration.png"]
+    assert [a.path for a in tracking.client().list_artifacts(run_id, "reports/plots")] == [
+        "reports/plots/calibration.png"
+    ]
