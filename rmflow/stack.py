@@ -122,16 +122,53 @@ def commands(cfg: StackConfig) -> dict[str, list[str]]:
     py = sys.executable
     mlflow_dir = cfg.home / "mlflow"
     cmds = {
-        PREFECT: [py, "-m", "prefect", "server", "start", "--host", cfg.host,
-                  "--port", str(cfg.prefect_port), "--analytics-off", "--no-prompt"],
-        MLFLOW: [py, "-m", "mlflow", "server",
-                 "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                 "--serve-artifacts", "--artifacts-destination", str(mlflow_dir / "artifacts"),
-                 "--host", cfg.host, "--port", str(cfg.mlflow_port), "--workers", "1"],
+        PREFECT: [
+            py,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.prefect_port),
+            "--analytics-off",
+            "--no-prompt",
+        ],
+        MLFLOW: [
+            py,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(mlflow_dir / "artifacts"),
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.mlflow_port),
+            "--workers",
+            "1",
+        ],
     }
     for pool, name in zip(stack_prefect.POOLS, WORKERS):
-        cmds[name] = [py, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
-                      "--name", f"rmflow-{pool}", "--no-create-pool-if-not-found", "--no-prompt"]
+        cmds[name] = [
+            py,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            "process",
+            "--name",
+            f"rmflow-{pool}",
+            "--no-create-pool-if-not-found",
+            "--no-prompt",
+        ]
     return cmds
 
 
@@ -202,12 +239,15 @@ def _wait_workers(cfg: StackConfig, t0: float, started: list[str]) -> float:
 
 
 def _save(cfg: StackConfig) -> None:
+    from rmcore.io import write_json  # atomic; imported here to keep `rmflow up` start-up light
+
     record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     record.update(prefect_url=cfg.prefect_url, prefect_api_url=cfg.prefect_api_url, mlflow_url=cfg.mlflow_url)
-    (cfg.home / "stack.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, cfg.home / "stack.json")
 
 
-def _load(home: Path) -> dict[str, Any] | None:
+def saved_config(home: Path) -> dict[str, Any] | None:
+    """The settings ``rmflow up`` last started the stack in ``home`` with (None if never)."""
     try:
         return json.loads((home / "stack.json").read_text())
     except (OSError, ValueError):
@@ -216,7 +256,7 @@ def _load(home: Path) -> dict[str, Any] | None:
 
 def _check_same_stack(cfg: StackConfig) -> None:
     """Refuse to start a second stack in one home with other ports while the first runs."""
-    saved = _load(cfg.home)
+    saved = saved_config(cfg.home)
     if not saved or not any(_running(cfg.home, n) for n in (*SERVERS, *WORKERS)):
         return
     for key in ("host", "prefect_port", "mlflow_port"):
@@ -232,8 +272,10 @@ def _start_servers(cfg: StackConfig, env: dict[str, str], cmds: dict[str, list[s
     to_start = [n for n in SERVERS if _running(cfg.home, n) is None]
     for name, port in ((PREFECT, cfg.prefect_port), (MLFLOW, cfg.mlflow_port)):
         if name in to_start and stack_procs.port_open(cfg.client_host, port):
-            raise RuntimeError(f"port {port} on {cfg.client_host} is taken by another process "
-                               f"(not started from {cfg.home}); choose another with --{name.split('-')[0]}-port")
+            raise RuntimeError(
+                f"port {port} on {cfg.client_host} is taken by another process "
+                f"(not started from {cfg.home}); choose another with --{name.split('-')[0]}-port"
+            )
     for name in to_start:
         stack_procs.spawn(name, cmds[name], env, cfg.project_dir, cfg.home)
     return to_start
@@ -299,7 +341,7 @@ def down(home: Path | None = None, timeout: float = 15.0) -> dict[str, Any]:
 def status(home: Path | None = None) -> dict[str, Any]:
     """What runs: per process pid, alive, URL and health; pools and deployments if reachable."""
     home = home or default_home()
-    saved = _load(home) or {}
+    saved = saved_config(home) or {}
     urls = {PREFECT: saved.get("prefect_url"), MLFLOW: saved.get("mlflow_url")}
     health = {PREFECT: f"{saved.get('prefect_api_url')}/health", MLFLOW: f"{saved.get('mlflow_url')}/health"}
     processes: dict[str, dict[str, Any]] = {}

@@ -33,7 +33,7 @@ def use_running_stack() -> dict | None:
     state = stack.status()
     if not state["processes"][stack.PREFECT]["healthy"]:
         return None
-    saved = stack._load(stack.default_home()) or {}
+    saved = stack.saved_config(stack.default_home()) or {}
     cfg = stack.StackConfig(
         home=stack.default_home(),
         host=saved.get("host", "127.0.0.1"),
@@ -76,7 +76,9 @@ def prefect_api_lost(exc: BaseException) -> RuntimeError | None:
 
     seen, cause = set(), exc
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)):
+        if isinstance(
+            cause, (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+        ):
             url = PREFECT_API_URL.value() or "the ephemeral Prefect API"
             return RuntimeError(
                 f"the Prefect API at {url} is not reachable ({cause}); stages that "
