@@ -71,6 +71,13 @@ def _key_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.where(mask.bool(), zero, low)[:, None, None, :]
 
 
+def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """transformers' eager attention without dropout, for a query already scaled by 1/sqrt(d):
+    the mask is added in place and no separate pass scales the (length x length) scores."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).add_(bias)
+    return torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2)
+
+
 def _layer(
     layer: torch.nn.Module, x: torch.Tensor, shapes: list[torch.Size], biases: list, attend
 ) -> torch.Tensor:
@@ -81,15 +88,21 @@ def _layer(
     """
     sa = layer.attention.self
     sizes = [batch * length for batch, length in shapes]
-    q, k, v = (t.split(sizes) for t in (sa.query(x), sa.key(x), sa.value(x)))
     dropout = sa.dropout.p if sa.training else 0.0
+    plain = attend is None and not dropout
+    query = sa.query(x) * sa.scaling if plain else sa.query(x)  # scale n x hidden, not n x length
+    q, k, v = (t.split(sizes) for t in (query, sa.key(x), sa.value(x)))
     outs = []
     for i, ((batch, length), bias) in enumerate(zip(shapes, biases, strict=True)):
 
         def heads(t: torch.Tensor, n: int = batch, s: int = length) -> torch.Tensor:
             return t.view(n, s, -1, sa.attention_head_size).transpose(1, 2)
 
-        out, _ = attend(sa, heads(q[i]), heads(k[i]), heads(v[i]), bias, dropout=dropout, scaling=sa.scaling)
+        if plain:
+            out = _eager_attention(heads(q[i]), heads(k[i]), heads(v[i]), bias)
+        else:
+            fn = attend or _attention_fn(sa.config)
+            out, _ = fn(sa, heads(q[i]), heads(k[i]), heads(v[i]), bias, dropout=dropout, scaling=sa.scaling)
         outs.append(out.reshape(batch * length, -1))
     attended = layer.attention.output(torch.cat(outs), x)
     return layer.output(layer.intermediate(attended), attended)
@@ -101,7 +114,7 @@ def packed_mean_rewards(hf: torch.nn.Module, head: torch.nn.Linear, groups: Grou
     x = _embed(base, groups)
     shapes = [ids.shape for ids, _ in groups]
     biases = [_key_bias(mask, x.dtype) for _, mask in groups]
-    attend = _attention_fn(hf.config)
+    attend = None if hf.config._attn_implementation == "eager" else _attention_fn(hf.config)
     for layer in base.encoder.layer:
         x = _layer(layer, x, shapes, biases, attend)
     pooled = []
