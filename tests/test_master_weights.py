@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import toy_pairs
+from train_helpers import tiny_config, toy_pairs
 
 from rmcore.batching import pair_rewards
 from rmcore.data import collate_pairs, encode_pairs
@@ -20,11 +20,7 @@ from rmcore.train_config import TrainConfig
 
 
 def _config(model: Path, **kw) -> TrainConfig:
-    base = dict(  # noqa: C408
-        model=str(model), max_length=64, lr=3e-3, micro_batch=4, global_batch=8,
-        warmup_ratio=0.1, log_every=1, eval_fraction=0.2, seed=7, bf16=True,
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(model, **{"bf16": True, **kw})
 
 
 def _loss(engine: MasterWeightsEngine, pairs) -> torch.Tensor:

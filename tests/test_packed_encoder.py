@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from tiny import build_tiny_model_dir
-from train_helpers import toy_pairs, write_mixture
+from train_helpers import tiny_config, toy_pairs, write_mixture
 
 from rmcore.model import load_reward_model
 from rmcore.packed_encoder import unsupported_reason
@@ -77,11 +77,8 @@ def test_unsupported_models_name_the_reason(tiny_bert, tmp_path):
 
 
 def _config(model: Path, **kw) -> TrainConfig:
-    base = dict(  # noqa: C408
-        model=str(model), max_length=64, lr=3e-3, micro_batch=8, global_batch=8, max_groups=3,
-        group_overhead=0, warmup_ratio=0.1, log_every=1, eval_fraction=0.2, seed=7, epochs=2, bf16=False,
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
+    settings = {"micro_batch": 8, "max_groups": 3, "group_overhead": 0, "epochs": 2, "bf16": False}
+    return tiny_config(model, **{**settings, **kw})
 
 
 def test_training_uses_the_packed_pass_and_matches_the_stock_run(tiny_bert, tmp_path, caplog):

@@ -145,24 +145,13 @@ def test_training_sink_writes_curves_with_steps(mlflow_uri):
 @pytest.mark.slow  # trains a tiny model for 2 steps (~5 s idle, ~30 s on 2 busy cores)
 def test_training_loop_reports_through_the_sink(mlflow_uri, tmp_path):
     from tiny import build_tiny_model_dir
-    from train_helpers import toy_pairs, write_mixture
+    from train_helpers import tiny_config, toy_pairs, write_mixture
 
     from rmcore.train import train_reward_model
-    from rmcore.train_config import TrainConfig
 
     model = build_tiny_model_dir(tmp_path / "bert", "bert", pooling="mean")
     mixture = write_mixture(tmp_path / "mixture.parquet", toy_pairs(20))
-    config = TrainConfig(
-        model=str(model),
-        max_length=64,
-        lr=3e-3,
-        micro_batch=4,
-        global_batch=8,
-        epochs=1,
-        log_every=1,
-        eval_fraction=0.2,
-        seed=7,
-    )
+    config = tiny_config(model, warmup_ratio=0.05)  # TrainConfig's default warmup
     run_id = tracking.start_pipeline_run("p", config=_config(mlflow_uri))
     with MlflowMetricsSink(run_id) as sink:
         result = train_reward_model(config, mixture_path=mixture, output_dir=tmp_path / "out", sink=sink)

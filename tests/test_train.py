@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import toy_pairs, write_mixture
+from train_helpers import tiny_config, toy_pairs, write_mixture
 
 from rmcore.config import ConfigError, from_mapping
 from rmcore.model import load_reward_model
@@ -19,19 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(model: Path, **kw) -> TrainConfig:
-    base = dict(  # noqa: C408
-        model=str(model),
-        max_length=64,
-        lr=3e-3,
-        micro_batch=4,
-        global_batch=8,
-        epochs=1,
-        warmup_ratio=0.1,
-        log_every=1,
-        eval_fraction=0.2,
-        seed=7,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(model, **kw)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -18,6 +18,19 @@ from rmcore.io import write_table
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
+TINY_TRAINING = {
+    "max_length": 64, "lr": 3e-3, "micro_batch": 4, "global_batch": 8, "epochs": 1,
+    "warmup_ratio": 0.1, "log_every": 1, "eval_fraction": 0.2, "seed": 7,
+}  # fmt: skip
+"""Settings under which a tiny model learns the toy pairs within a few steps."""
+
+
+def tiny_config(model: Path, **overrides):
+    """A TrainConfig for a tiny model folder: ``TINY_TRAINING`` with ``overrides``."""
+    from rmcore.train_config import TrainConfig
+
+    return TrainConfig(**{"model": str(model), **TINY_TRAINING, **overrides})
+
 
 def hh_messages(transcript: str) -> list[dict[str, str]]:
     parts = _TURN.split(transcript)
