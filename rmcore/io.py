@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_contracts import Contract, validate
+from rmcore.liveness import HOST_DIGEST, process_gone
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,13 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_HOST = HOST_DIGEST
 _TEMP_TAG = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.tmp$")
 
 
 def _temp_suffix() -> str:
     """``.p<pid>-h<host digest>.tmp``: who writes this temp (the pid is read at each call: forks)."""
     return f".p{os.getpid()}-h{_HOST}.tmp"
-
-
-def _writer_gone(pid: int) -> bool:
-    """True only if no process ``pid`` exists on this host (a zombie or another user's counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # e.g. EPERM: it exists
-    return False
 
 
 def remove_dead_temps(path: str | os.PathLike[str], *, min_age: float = 0.0) -> list[Path]:
@@ -78,7 +67,7 @@ def remove_dead_temps(path: str | os.PathLike[str], *, min_age: float = 0.0) -> 
             young = now - entry.stat(follow_symlinks=False).st_mtime < min_age
         except OSError:
             continue  # removed meanwhile, or not ours to look at
-        if young or not _writer_gone(int(tag.group(1))):
+        if young or not process_gone(int(tag.group(1))):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

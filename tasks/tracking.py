@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.orphan_runs import close_orphaned_runs, owner_tags
+
 log = logging.getLogger(__name__)
 
 PIPELINE_RUN_TAG = "rmflow.pipeline_run_id"
@@ -195,7 +197,9 @@ def start_pipeline_run(
 ) -> str:
     """The MLflow run of a pipeline run: found by its tag (retries and reruns log into it) or created.
 
-    Returns the run id; the run is (re)marked RUNNING. Call ``end_pipeline_run`` at the end.
+    Returns the run id; the run is (re)marked RUNNING and tagged with this process
+    (``tasks.orphan_runs``: runs of pipelines killed on this host are closed as KILLED here).
+    Call ``end_pipeline_run`` at the end.
     """
     configure(config)
     experiment_id = ensure_experiment(
@@ -203,8 +207,9 @@ def start_pipeline_run(
         artifact_location=config.artifact_location if config else None,
     )
     c = client()
+    close_orphaned_runs(c, experiment_id)
     run_id = find_pipeline_run(pipeline_run_id, experiment_id)
-    extra = redact_mapping({k: str(v) for k, v in (tags or {}).items()}, what="tag")
+    extra = redact_mapping({k: str(v) for k, v in (tags or {}).items()}, what="tag") | owner_tags()
     if run_id is None:
         run = c.create_run(
             experiment_id, run_name=run_name, tags={PIPELINE_RUN_TAG: pipeline_run_id, **extra}

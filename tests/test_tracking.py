@@ -4,6 +4,7 @@ run, flattened params, metric trees, the training sink, dataset lineage, artifac
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,7 +15,7 @@ from rmcore.io import table_digest, write_table
 from tasks import tracking
 from tasks.sinks import MlflowMetricsSink
 
-# conftest's per-test SQLite store, but copied from a migrated template DB (saves 10-15 s a test)
+# mlflow_uri: conftest's per-test SQLite store (a copy of a migrated template DB)
 
 
 def _config(uri: str) -> tracking.TrackingConfig:
@@ -83,6 +84,38 @@ def test_one_run_per_pipeline_run_and_artifacts_beside_the_db(mlflow_uri, tmp_pa
     experiment = c.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
     assert experiment.artifact_location == str(tmp_path / "artifacts" / "rmflow")
     assert len(c.search_runs([experiment.experiment_id])) == 2
+
+
+def test_runs_left_running_by_a_dead_pipeline_process_are_closed_as_killed(mlflow_uri):
+    """The next pipeline on this host closes a killed pipeline's run, and only that one."""
+    import subprocess
+    import sys
+
+    from tasks.orphan_runs import HOST_TAG, PID_TAG
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer exists
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        cfg = _config(mlflow_uri)
+        runs = {
+            name: tracking.start_pipeline_run(name, config=cfg)
+            for name in ("killed", "live", "remote", "done")
+        }
+        c = tracking.client()
+        assert c.get_run(runs["live"]).data.tags[PID_TAG] == str(os.getpid())  # the owner is recorded
+        for name, pid in (("killed", dead.pid), ("live", live.pid), ("remote", dead.pid), ("done", dead.pid)):
+            c.set_tag(runs[name], PID_TAG, str(pid))
+        c.set_tag(runs["remote"], HOST_TAG, "another")  # another machine: its pids mean nothing here
+        tracking.end_pipeline_run(runs["done"])
+        runs["next"] = tracking.start_pipeline_run("next", config=cfg)
+        status = {name: c.get_run(run_id).info.status for name, run_id in runs.items()}
+        assert status == {
+            "killed": "KILLED", "live": "RUNNING", "remote": "RUNNING", "done": "FINISHED", "next": "RUNNING",
+        }  # fmt: skip
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_params_are_flattened_filtered_and_retry_safe(mlflow_uri):
