@@ -40,7 +40,10 @@ def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
         return f"position_embedding_type {config.position_embedding_type!r}"
     if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
         return f"attention implementation {getattr(config, '_attn_implementation', None)!r}"
-    if getattr(hf, "is_gradient_checkpointing", False):
+    checkpointing = getattr(hf, "is_activation_checkpointing", None)  # transformers >= 5.x name
+    if checkpointing is None:
+        checkpointing = getattr(hf, "is_gradient_checkpointing", False)
+    if checkpointing:
         return "gradient checkpointing is on"
     return None
 

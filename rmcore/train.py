@@ -365,7 +365,8 @@ def _train(
     if config.gradient_checkpointing is True or (
         config.gradient_checkpointing == "auto" and device.type == "cuda"
     ):
-        model.hf.gradient_checkpointing_enable()
+        enable = getattr(model.hf, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+        (enable or model.hf.gradient_checkpointing_enable)()
     model.to(device).train()
     per_epoch = math.ceil(len(train_pairs) / config.global_batch)
     total = (

@@ -70,7 +70,7 @@ def test_unsupported_models_name_the_reason(tiny_bert, tmp_path):
     model = load_reward_model(tiny_bert, pooling="mean", max_length=64)
     model.hf.set_attn_implementation("eager")
     assert "pooling is 'cls'" in unsupported_reason(model.hf, "cls")
-    model.hf.gradient_checkpointing_enable()
+    model.hf.activation_checkpointing_enable()
     assert unsupported_reason(model.hf, "mean") == "gradient checkpointing is on"
     llama = load_reward_model(build_tiny_model_dir(tmp_path / "llama", "llama"), max_length=64)
     assert "not BertModel" in unsupported_reason(llama.hf, "mean")
