@@ -44,6 +44,13 @@ def _temp_suffix() -> str:
     return f".p{os.getpid()}-h{_HOST}.tmp"
 
 
+def owned_temp_name(dest: str | os.PathLike[str], label: str) -> Path:
+    """``.<name>.<label>.p<pid>-h<host>.tmp`` beside ``dest``: a temporary name that
+    :func:`remove_dead_temps` sweeps once this process is gone (e.g. a folder moved aside)."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.{label}{_temp_suffix()}")
+
+
 def remove_dead_temps(path: str | os.PathLike[str], *, min_age: float = 0.0) -> list[Path]:
     """Remove temps of ``path`` (``.<name>.*.p<pid>-h<host>.tmp`` beside it, files or folders) whose
     writer ran on this host and is gone; return what was removed.

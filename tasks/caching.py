@@ -97,7 +97,7 @@ def build_once(
     if is_complete(out_dir):
         if intact is None or intact(out_dir):
             return
-        stale = out_dir.with_name(f".{out_dir.name}.stale-{uuid.uuid4().hex}")
+        stale = io.owned_temp_name(out_dir, f"stale-{uuid.uuid4().hex}")  # swept if we die mid-delete
         try:
             os.rename(out_dir, stale)  # one rename: readers see the old folder or none, never a mix
         except FileNotFoundError:

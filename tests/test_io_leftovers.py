@@ -114,3 +114,27 @@ def test_temps_of_other_hosts_and_unknown_writers_are_left_alone(tmp_path: Path)
     assert json.loads(dest.read_text()) == {"run": 2}
     os.utime(tmp_path / kept[0], (0, 0))
     assert io.remove_dead_temps(dest, min_age=3600) == []  # an old entry of another host stays too
+
+
+def test_a_stage_folder_moved_aside_by_a_dead_run_is_swept_by_the_next_build(tmp_path):
+    """build_once moves a damaged stage folder aside before deleting it; a run killed between
+    the two leaves the moved folder, named for its process, and the next build removes it."""
+    from tasks.caching import build_once, is_complete, mark_complete
+
+    out = tmp_path / "stage" / "abc123"
+    out.mkdir(parents=True)
+    (out / "data").write_text("damaged")
+    mark_complete(out)
+    code = (
+        "import os, shutil, sys\nfrom pathlib import Path\nfrom tasks.caching import build_once\n"
+        "shutil.rmtree = lambda *a, **k: os.kill(os.getpid(), 9)  # die right after the move aside\n"
+        "build_once(Path(sys.argv[1]), lambda tmp: None, intact=lambda p: False)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.run([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env, check=False)
+    assert child.returncode == -9
+    [left] = temps(out)
+    assert left.startswith(".abc123.stale-") and left.endswith(".tmp") and not out.exists()
+    build_once(out, lambda tmp: (tmp / "data").write_text("new"))
+    assert is_complete(out) and (out / "data").read_text() == "new"
+    assert temps(out) == []
