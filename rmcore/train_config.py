@@ -53,8 +53,10 @@ class TrainConfig:
     group_by_length: bool = True
     """Length-grouped global batches (seeded shuffle of sorted mega-batches)."""
     mega_batches: int = 32
-    max_groups: int = 4
-    """Split each micro-batch's 2B sequences into at most this many padded sub-batches (1 = one rectangle)."""
+    max_groups: int = 6
+    """Split each micro-batch's 2B sequences into at most this many padded sub-batches (1 = one
+    rectangle). 6: with the packed encoder pass only attention runs per group, so on the bench's
+    pairs 6 groups train as fast as 4 and raise padding efficiency from 0.949 to 0.964."""
     group_overhead: int = 32
     """Tokens charged per extra sub-batch: a split is made only when it saves more padding than this."""
     seed: int = 42
