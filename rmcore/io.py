@@ -35,13 +35,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-_HOST = HOST_DIGEST
 _TEMP_TAG = re.compile(r"\.p(\d+)-h([0-9a-f]{8})\.tmp$")
 
 
 def _temp_suffix() -> str:
     """``.p<pid>-h<host digest>.tmp``: who writes this temp (the pid is read at each call: forks)."""
-    return f".p{os.getpid()}-h{_HOST}.tmp"
+    return f".p{os.getpid()}-h{HOST_DIGEST}.tmp"
 
 
 def owned_temp_name(dest: str | os.PathLike[str], label: str) -> Path:
@@ -68,7 +67,7 @@ def remove_dead_temps(path: str | os.PathLike[str], *, min_age: float = 0.0) -> 
         return []
     for entry in entries:
         tag = _TEMP_TAG.search(entry.name)
-        if not entry.name.startswith(prefix) or tag is None or tag.group(2) != _HOST:
+        if not entry.name.startswith(prefix) or tag is None or tag.group(2) != HOST_DIGEST:
             continue
         try:
             young = now - entry.stat(follow_symlinks=False).st_mtime < min_age
@@ -280,7 +279,7 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         if not dest.exists():
             os.rename(tmp, dest)
         elif not _exchange(tmp, dest):
-            aside = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{_temp_suffix()}")
+            aside = owned_temp_name(dest, uuid.uuid4().hex[:8])
             os.rename(dest, aside)
             os.rename(tmp, dest)
             tmp = aside

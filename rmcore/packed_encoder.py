@@ -82,7 +82,7 @@ def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
 
 
 def _layer(
-    layer: torch.nn.Module, x: torch.Tensor, shapes: list[torch.Size], biases: list, attend
+    layer: torch.nn.Module, x: torch.Tensor, shapes: list[torch.Size], biases: list, attend, eager: bool
 ) -> torch.Tensor:
     """One BertLayer on the packed rows; attention per group on views of q, k and v.
 
@@ -92,7 +92,7 @@ def _layer(
     sa = layer.attention.self
     sizes = [batch * length for batch, length in shapes]
     dropout = sa.dropout.p if sa.training else 0.0
-    plain = attend is None and not dropout
+    plain = eager and not dropout
     query = sa.query(x) * sa.scaling if plain else sa.query(x)  # scale n x hidden, not n x length
     q, k, v = (t.split(sizes) for t in (query, sa.key(x), sa.value(x)))
     outs = []
@@ -104,8 +104,9 @@ def _layer(
         if plain:
             out = _eager_attention(heads(q[i]), heads(k[i]), heads(v[i]), bias)
         else:
-            fn = attend or _attention_fn(sa.config)
-            out, _ = fn(sa, heads(q[i]), heads(k[i]), heads(v[i]), bias, dropout=dropout, scaling=sa.scaling)
+            out, _ = attend(
+                sa, heads(q[i]), heads(k[i]), heads(v[i]), bias, dropout=dropout, scaling=sa.scaling
+            )
         outs.append(out.reshape(batch * length, -1))
     attended = layer.attention.output(torch.cat(outs), x)
     return layer.output(layer.intermediate(attended), attended)
@@ -117,9 +118,9 @@ def packed_mean_rewards(hf: torch.nn.Module, head: torch.nn.Linear, groups: Grou
     x = _embed(base, groups)
     shapes = [ids.shape for ids, _ in groups]
     biases = [_key_bias(mask, x.dtype) for _, mask in groups]
-    attend = None if hf.config._attn_implementation == "eager" else _attention_fn(hf.config)
+    attend, eager = _attention_fn(hf.config), hf.config._attn_implementation == "eager"
     for layer in base.encoder.layer:
-        x = _layer(layer, x, shapes, biases, attend)
+        x = _layer(layer, x, shapes, biases, attend, eager)
     pooled = []
     parts = x.split([batch * length for batch, length in shapes])
     for (batch, length), part, (_, mask) in zip(shapes, parts, groups, strict=True):

@@ -2,7 +2,7 @@
 
 A pipeline's MLflow run is marked FINISHED or FAILED when the flow ends; a killed process
 never gets there and its run would show RUNNING forever. Each pipeline run records the pid
-and a host digest of the process that (re)started it (``OWNER_TAGS``); when a later pipeline
+and a host digest of the process that (re)started it (``owner_tags``); when a later pipeline
 starts, runs still RUNNING that belong to this host and to a process that no longer exists
 are marked KILLED. A live concurrent pipeline's run is never touched, nor a run from another
 machine (its pids mean nothing here).
@@ -36,7 +36,7 @@ def close_orphaned_runs(client, experiment_id: str) -> list[str]:
     closed = []
     for run in runs:
         pid = run.data.tags.get(PID_TAG, "")
-        if pid.isdigit() and int(pid) != os.getpid() and process_gone(int(pid)):
+        if pid.isdigit() and process_gone(int(pid)):  # this process's own runs are alive
             client.set_terminated(run.info.run_id, status="KILLED")
             log.warning(
                 "MLflow run %s was left RUNNING by a pipeline process that no longer exists (pid %s): "

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from rmcore import io
+from rmcore.liveness import HOST_DIGEST
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def test_the_temp_of_a_killed_writer_is_removed_once_the_next_write_publishes(ki
     dest = tmp_path / "out.json"
     assert start_writer(kind, dest, KILL).wait(timeout=120) == -9
     [left] = temps(dest)
-    assert left.endswith(".tmp") and f"-h{io._HOST}" in left
+    assert left.endswith(".tmp") and f"-h{HOST_DIGEST}" in left
 
     if kind == "file":
         io.write_json({"run": 2}, dest)
@@ -100,13 +101,13 @@ def test_temps_of_other_hosts_and_unknown_writers_are_left_alone(tmp_path: Path)
         [sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True
     )
     pid = int(gone.stdout)  # a process that has ended
-    other_host = "0" * 8 if io._HOST != "0" * 8 else "1" * 8
+    other_host = "0" * 8 if HOST_DIGEST != "0" * 8 else "1" * 8
     kept = [
         f".out.json.a1.p{pid}-h{other_host}.tmp",
         ".out.json.b2.tmp",
-        f".other.json.c3.p{pid}-h{io._HOST}.tmp",
+        f".other.json.c3.p{pid}-h{HOST_DIGEST}.tmp",
     ]
-    dead = f".out.json.d4.p{pid}-h{io._HOST}.tmp"
+    dead = f".out.json.d4.p{pid}-h{HOST_DIGEST}.tmp"
     for name in (*kept, dead):
         (tmp_path / name).write_text("left over")
     io.write_json({"run": 2}, dest)
