@@ -33,6 +33,14 @@ for _key, _value in {
 os.environ.pop("PREFECT_API_URL")
 os.environ.pop("RMFLOW_DATA_DIR", None)
 
+# Prefect configures logging once per process, binding its console handler to sys.stderr as
+# it is then. Do it here (under pytest's session-wide capture), not first inside a test that
+# uses capsys/capfd, whose stream is closed when that test ends: every later flow's log would
+# then fail with "I/O operation on closed file" (seen when test_train ran before the fault tests).
+from prefect.logging.configuration import ensure_logging_setup
+
+ensure_logging_setup()
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
