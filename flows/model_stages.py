@@ -91,7 +91,20 @@ def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
     )
     if run_id:
         tracking.log_metrics(run_id, trained["metrics"], prefix="final/")
+        tracking.log_params(run_id, precision_params(trained.get("precision", {})), prefix="train.")
     return trained
+
+
+def precision_params(precision: dict) -> dict[str, str]:
+    """The dtype a stage computed in and why (``rmcore.precision.Precision.to_dict``) as params."""
+    keys = {"name": "precision", "reason": "precision_reason", "bf16_gflops": "probe_bf16_gflops",
+            "fp32_gflops": "probe_fp32_gflops"}  # fmt: skip
+    out = {}
+    for key, param in keys.items():
+        value = precision.get(key)
+        if value is not None:
+            out[param] = f"{value:.1f}" if isinstance(value, float) else str(value)
+    return out
 
 
 def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_id: str | None) -> dict:
@@ -125,6 +138,13 @@ def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_i
         for source, result in evaluated.get("heldout", {}).items():
             metrics.update(tracking.numeric_leaves(result, prefix=f"heldout/{source.replace(':', '_')}/"))
         tracking.log_metrics(run_id, metrics)
+        scoring = evaluated.get("rewardbench", {}).get("scoring", {})
+        if scoring.get("precision"):
+            tracking.log_params(
+                run_id,
+                {"precision": scoring["precision"], "precision_reason": scoring.get("precision_reason", "")},
+                prefix="eval.",
+            )
         tracking.log_artifacts(run_id, [Path(evaluated["dir"])], artifact_path="evaluation")
     return evaluated
 

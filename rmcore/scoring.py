@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rmcore.progress import Progress
+
 if TYPE_CHECKING:
     import torch
 
@@ -174,12 +176,18 @@ def _score_distinct(
     if hasattr(model, "eval"):
         model.eval()
     low_precision = autocast_dtype is not None or _param_dtype(model) != torch.float32
+    # a line every 15 s (none for work that ends sooner), a bar on the CLI's terminal
+    progress = Progress("score", len(encoded), unit="sequence", every_seconds=15.0)
+    done = 0
     try:
-        with torch.inference_mode(), autocast, fp32_reward_head(model, low_precision=low_precision):
+        with torch.inference_mode(), autocast, fp32_reward_head(model, low_precision=low_precision), progress:
             for index in length_sorted_batches([len(ids) for ids in encoded], batch_size):
                 input_ids, attention = _pad_batch([list(encoded[i]) for i in index], pad_id, device)
                 out = model(input_ids, attention)
                 rewards[index] = out.float().reshape(-1).cpu().numpy()
+                done += len(index)
+                if done < len(encoded) or progress.lines:  # the closing line only after a long run
+                    progress.update(done)
     finally:
         if was_training:
             model.train()

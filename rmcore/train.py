@@ -39,6 +39,8 @@ from rmcore.io import read_table, write_json
 from rmcore.loss import bradley_terry_loss, split_rewards
 from rmcore.model import RewardModel, load_reward_model
 from rmcore.packed_encoder import unsupported_reason
+from rmcore.precision import Precision, Probe, resolve_precision
+from rmcore.progress import Progress
 from rmcore.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,8 @@ class TrainResult:
     """Wall time of the optimizer steps (what tokens_per_s divides by)."""
     step_cpu_seconds: float = 0.0
     """Process CPU time of the same steps (all threads)."""
+    precision: dict[str, Any] = field(default_factory=dict)
+    """The dtype the run computed in and why (``rmcore.precision.Precision.to_dict``)."""
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -188,8 +192,18 @@ def make_scheduler(
     )
 
 
-def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
-    return device.type == "cuda" if config.bf16 == "auto" else bool(config.bf16)
+def training_precision(
+    config: TrainConfig, model: RewardModel, device: torch.device, probe: Probe | None = None
+) -> Precision:
+    """bf16 or fp32 for this model on this device (``bf16: auto`` measures; rmcore.precision)."""
+    hf_config = model.hf.config
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    hidden = int(getattr(text, "hidden_size", 0) or 768)
+    precision = resolve_precision(
+        config.bf16, device, hidden=hidden, intermediate=getattr(text, "intermediate_size", None), probe=probe
+    )
+    log.info("precision: %s (%s)", precision.name, precision.reason)
+    return precision
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -291,10 +305,15 @@ class _Window:
             self.seconds + seconds,
         )
 
-    def flush(self) -> dict[str, float]:
-        out = {f"train/{k}": v / self.steps for k, v in self.sums.items()}
+    def peek(self) -> dict[str, float]:
+        """Means and rates over the window so far (``flush`` without the reset)."""
+        out = {f"train/{k}": v / max(self.steps, 1) for k, v in self.sums.items()}
         out["train/tokens_per_s"] = self.real / max(self.seconds, 1e-9)
         out["train/padding_efficiency"] = self.real / max(self.processed, 1)
+        return out
+
+    def flush(self) -> dict[str, float]:
+        out = self.peek()
         self.__init__()
         return out
 
@@ -323,12 +342,14 @@ def train_reward_model(
     output_dir: Path,
     sink: MetricsSink | None = None,
     resume: bool = True,
+    precision_probe: Probe | None = None,
 ) -> TrainResult:
     """Train a Bradley-Terry reward model on a mixture; return where the model is and how it did.
 
     With ``config.deepspeed`` the same loop runs through ``deepspeed.initialize`` (ZeRO
     1/2/3); otherwise plain PyTorch. ``resume`` continues from the newest checkpoint under
-    ``output_dir/checkpoints`` made with the same config.
+    ``output_dir/checkpoints`` made with the same config. ``precision_probe`` replaces the
+    CPU's bf16-vs-fp32 measurement behind ``bf16: auto`` (tests).
 
     Under a launcher with WORLD_SIZE > 1 (DeepSpeed only) each rank trains on its share of
     every global batch (``rmcore.distributed``); metrics are global, only rank 0 logs them
@@ -343,7 +364,7 @@ def train_reward_model(
     on_cpu = config.malloc_tuning == "auto" and not torch.cuda.is_available()
     try:
         with retain_freed_memory(on_cpu):
-            return _train(config, mixture_path, output_dir, sink, resume)
+            return _train(config, mixture_path, output_dir, sink, resume, precision_probe)
     finally:
         # DeepSpeed ZeRO-3 replaces torch.nn.functional.linear process-wide ("this will persist
         # unless manually reset"); put it back so later work in this process (another training
@@ -352,13 +373,20 @@ def train_reward_model(
 
 
 def _train(
-    config: TrainConfig, mixture_path: Path, output_dir: Path, sink: MetricsSink | None, resume: bool
+    config: TrainConfig,
+    mixture_path: Path,
+    output_dir: Path,
+    sink: MetricsSink | None,
+    resume: bool,
+    probe: Probe | None = None,
 ) -> TrainResult:
     output_dir, sink = Path(output_dir), sink or LoggingSink()
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = _load_model(config)
-    _set_attention(model, config, device)
+    precision = training_precision(config, model, device, probe)
+    bf16 = precision.bf16
+    _set_attention(model, config, device, bf16)
     train_pairs, eval_pairs = load_mixture_pairs(config, Path(mixture_path), model.tokenizer)
     if not config.dropout:
         disable_dropout(model)
@@ -374,7 +402,6 @@ def _train(
         if config.max_steps is None
         else min(config.max_steps, per_epoch * config.epochs)
     )
-    bf16 = _use_bf16(config, device)
     _set_packing(model, config)
     engine = _make_engine(config, model, total, bf16, device)
     if not dist.is_main():
@@ -392,7 +419,10 @@ def _train(
     if dist.is_main():
         final = engine.export(ckpt_root, loop.last_checkpoint)
         model_dir = final.save(model_dir, norm_stats=norm)
-        write_json({"metrics": metrics, "data": loop.data_stats, "steps": total}, output_dir / "metrics.json")
+        write_json(
+            {"metrics": metrics, "data": loop.data_stats, "steps": total, "precision": precision.to_dict()},
+            output_dir / "metrics.json",
+        )
     dist.barrier()  # the model folder exists for every rank once this returns
     return TrainResult(
         model_dir=model_dir,
@@ -406,6 +436,7 @@ def _train(
         seen_pairs=loop.seen_pairs,
         step_seconds=loop.totals.seconds,
         step_cpu_seconds=loop.cpu_seconds,
+        precision=precision.to_dict(),
     )
 
 
@@ -423,13 +454,16 @@ def _make_engine(config: TrainConfig, model: RewardModel, total: int, bf16: bool
     return TorchEngine(config, model, total)
 
 
-def _set_attention(model: RewardModel, config: TrainConfig, device: torch.device) -> None:
-    """The attention kernel for training ("auto": eager on CPU, the model's default elsewhere)."""
+def _set_attention(model: RewardModel, config: TrainConfig, device: torch.device, bf16: bool) -> None:
+    """The attention kernel for training. "auto" on CPU: eager in bf16 (the CPU flash kernel's
+    bf16 backward is slower than plain matmuls at these lengths), SDPA in fp32 (its fused
+    kernel is faster there: 1,809 vs 1,682 real tokens/s on MiniLM, AVX2, bench/RESULTS.md);
+    elsewhere the model's default."""
     choice = config.attn_implementation
     if choice == "auto":
         if device.type != "cpu":
             return
-        choice = "eager"
+        choice = "eager" if bf16 else "sdpa"
     if getattr(model.hf.config, "_attn_implementation", None) != choice:
         model.hf.set_attn_implementation(choice)
         log.info("attention implementation: %s", choice)
@@ -622,7 +656,7 @@ class _Loop:
         self.total, self.bf16 = total, bf16
         self.hash = config_hash(config)
         self.lengths = [len(c) + len(r) for c, r in zip(train_pairs.chosen, train_pairs.rejected)]
-        self.totals, self.window = _Window(), _Window()
+        self.totals, self.window, self.progress_window = _Window(), _Window(), _Window()
         self.last_train: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
         self.cpu_seconds = 0.0  # process CPU time of the steps (less sensitive to a shared CPU)
@@ -638,24 +672,40 @@ class _Loop:
 
     def run(self, start: int, ckpt_root: Path) -> None:
         cfg = self.config
-        for step, batch in _schedule(cfg, self.lengths):
-            if step < start:
-                continue  # data position: replay the seeded plan up to the checkpoint
-            if step >= self.total:
-                break
-            self.train_step(batch)
-            done = step + 1
-            if done % cfg.log_every == 0 or done == self.total:
-                self.last_train = self.window.flush()
-                self.sink.log_metrics(self.last_train, done)
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total:
-                self.sink.log_metrics(self.evaluate()[0], done)
-            if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == self.total:
-                self.last_checkpoint = self.engine.save(
-                    ckpt_root,
-                    done,
-                    {"config_hash": self.hash, "total_steps": self.total, "train_metrics": self.last_train},
-                )
+        progress = Progress(
+            "train", self.total, every_steps=cfg.log_every, every_seconds=cfg.progress_seconds,
+            start=start, bar=None if dist.is_main() else False,
+        )  # fmt: skip
+        with progress:
+            for step, batch in _schedule(cfg, self.lengths):
+                if step < start:
+                    continue  # data position: replay the seeded plan up to the checkpoint
+                if step >= self.total:
+                    break
+                self._step(step, batch, ckpt_root, progress)
+
+    def _step(self, step: int, batch: list[int], ckpt_root: Path, progress: Progress) -> None:
+        """One optimizer step, then what is due after it: progress, metrics, eval, checkpoint."""
+        cfg = self.config
+        self.train_step(batch)
+        done = step + 1
+        if dist.is_main():
+            seen = self.progress_window.peek()
+            rate = (seen["train/tokens_per_s"], "real tok/s")
+            shown = {k: seen.get(f"train/{k}", float("nan")) for k in ("loss", "accuracy")}
+            if progress.update(done, metrics=shown, rate=rate):
+                self.progress_window = _Window()
+        if done % cfg.log_every == 0 or done == self.total:
+            self.last_train = self.window.flush()
+            self.sink.log_metrics(self.last_train, done)
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total:
+            self.sink.log_metrics(self.evaluate()[0], done)
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == self.total:
+            self.last_checkpoint = self.engine.save(
+                ckpt_root,
+                done,
+                {"config_hash": self.hash, "total_steps": self.total, "train_metrics": self.last_train},
+            )
 
     def train_step(self, batch: list[int]) -> None:
         """One optimizer step over a global batch (gradient accumulation over micro-batches).
@@ -696,6 +746,7 @@ class _Loop:
         seconds = time.perf_counter() - t0
         self.cpu_seconds += time.process_time() - c0
         self.window.add(sums, real=real, processed=processed, seconds=seconds)
+        self.progress_window.add(sums, real=real, processed=processed, seconds=seconds)
         self.totals.add({}, real=real, processed=processed, seconds=seconds)
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, float] | None]:

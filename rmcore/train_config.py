@@ -61,15 +61,19 @@ class TrainConfig:
     """Tokens charged per extra sub-batch: a split is made only when it saves more padding than this."""
     seed: int = 42
     bf16: bool | Literal["auto"] = "auto"
-    """bf16 autocast. "auto": on with a GPU, off on CPU (set true on CPU after checking accuracy, see bench/)."""
+    """Compute in bf16. "auto" (default): bf16 only where it is faster than fp32 on this device:
+    on CUDA when the GPU supports it; on CPU when a one-off matmul probe of the model's layer
+    shape says bf16 is at least 1.3x faster (cached per machine; rmcore/precision.py). true on
+    a CPU where bf16 is slower runs as asked and warns with the two measured rates."""
     bf16_mode: Literal["auto", "autocast", "master_weights"] = "auto"
     """How bf16 is used. ``autocast``: fp32 weights, matmuls cast to bf16 per op.
     ``master_weights``: the model computes in bf16 end to end while the optimizer keeps fp32
     master weights and fp32 gradients (no per-op casts; what DeepSpeed's bf16 mode does).
     "auto": master_weights on CPU (faster there, see bench/RESULTS.md), autocast on GPU."""
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
-    """Attention kernel while training. "auto": eager on CPU (torch's CPU flash-attention
-    backward is slower than plain matmuls at these lengths, see bench/), the model's default on GPU."""
+    """Attention kernel while training. "auto" on CPU: eager in bf16 (torch's CPU flash-attention
+    bf16 backward is slower than plain matmuls at these lengths), SDPA in fp32 (faster there);
+    the model's default on GPU (bench/RESULTS.md)."""
     packed_encoder: Literal["auto", "off"] = "auto"
     """"auto": the length groups of a micro-batch share one encoder pass (only attention runs
     per group; rmcore/packed_encoder.py) when the backbone is a BERT encoder with mean pooling
@@ -88,6 +92,10 @@ class TrainConfig:
     """Evaluate every N steps (0: only at the end)."""
     eval_batch: int = 32
     log_every: int = 10
+    """Metrics to the sink every N optimizer steps; a progress line too (step, loss, accuracy,
+    real tokens/s, ETA), or sooner when ``progress_seconds`` have passed."""
+    progress_seconds: float = 15.0
+    """At most this long between two progress lines (console and Prefect logs)."""
     checkpoint_every: int = 0
     """Checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = 2
@@ -125,7 +133,7 @@ class TrainConfig:
                 )
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1 (or omitted), got {self.max_steps}")
-        positive = {"lr": self.lr, "adam_eps": self.adam_eps}
+        positive = {"lr": self.lr, "adam_eps": self.adam_eps, "progress_seconds": self.progress_seconds}
         non_negative = {
             "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
             "loss.center_coef": self.loss.center_coef, "loss.margin_scale": self.loss.margin_scale,

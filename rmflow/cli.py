@@ -81,13 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("httpx", "httpcore", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from rmcore.progress import bar_safe_logging, set_progress_bar
+
+    set_progress_bar(sys.stderr.isatty())  # a progress bar on a terminal; log lines everywhere
     try:
         if getattr(args, "json", False):
             # --json promises one JSON object on stdout: anything a library prints goes to stderr.
-            with contextlib.redirect_stdout(sys.stderr):
+            with contextlib.redirect_stdout(sys.stderr), bar_safe_logging():
                 result = args.func(args)
         else:
-            result = args.func(args)
+            with bar_safe_logging():
+                result = args.func(args)
         emit(result, args)
     except KeyboardInterrupt:
         print("rmflow: interrupted", file=sys.stderr)

@@ -107,6 +107,7 @@ def train_task(
                 "metrics": result.metrics,
                 "steps": result.steps,
                 "model_subdir": os.path.relpath(result.model_dir, partial),
+                "precision": result.precision,
             }
             io.write_json(summary, partial / "train_summary.json")
             mark_complete(partial)
@@ -120,4 +121,5 @@ def train_task(
         "metrics": summary["metrics"],
         "steps": summary["steps"],
         "config_hash": summary["config_hash"],
+        "precision": summary.get("precision", {}),
     }

@@ -28,6 +28,7 @@ for _key, _value in {
     "TORCH_EXTENSIONS_DIR": str(_ROOT / "torch_extensions"),
     "TOKENIZERS_PARALLELISM": "false",
     "RMFLOW_HOME": str(_ROOT / "rmflow"),
+    "XDG_CACHE_HOME": str(_ROOT / "cache"),  # rmcore.precision's per-machine probe cache
 }.items():
     os.environ[_key] = _value
 os.environ.pop("PREFECT_API_URL")

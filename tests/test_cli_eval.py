@@ -47,7 +47,7 @@ def run_json(capsys, argv: list[str]) -> tuple[int, dict | None, str]:
 def test_eval_json_scores_and_files(capsys, tmp_path, model_dir, bench_file):
     out = tmp_path / "out"
     argv = ["eval", str(model_dir), "--rewardbench", str(bench_file), "--out", str(out), "--max-length", "32"]
-    code, result, _ = run_json(capsys, [*argv, "--batch-size", "5", "--json"])
+    code, result, _ = run_json(capsys, [*argv, "--batch-size", "5", "--fp32", "--json"])
     assert code == 0
     assert set(result["subsets"]) == set(CORE_SUBSETS)
     assert set(result["categories"]) == set(CATEGORIES)
@@ -68,11 +68,11 @@ def test_eval_json_scores_and_files(capsys, tmp_path, model_dir, bench_file):
 def test_eval_batch_size_and_precision(capsys, tmp_path, model_dir, bench_file):
     out = tmp_path / "out"
     argv = ["eval", str(model_dir), "--rewardbench", str(bench_file), "--out", str(out), "--max-length", "32"]
-    code, _, _ = run_json(capsys, [*argv, "--batch-size", "5", "--json", "--no-plots"])
+    code, _, _ = run_json(capsys, [*argv, "--batch-size", "5", "--fp32", "--json", "--no-plots"])
     assert code == 0
     scores = io.read_table(out / "scores.parquet").to_pandas()
     # a different batch size and bf16: same scores within float noise / bf16 rounding
-    code, _, _ = run_json(capsys, [*argv, "--batch-size", "1", "--json", "--no-plots"])
+    code, _, _ = run_json(capsys, [*argv, "--batch-size", "1", "--fp32", "--json", "--no-plots"])
     assert code == 0
     rescored = io.read_table(out / "scores.parquet").to_pandas()
     assert (rescored["score_chosen"] - scores["score_chosen"]).abs().max() < 1e-5

@@ -51,6 +51,7 @@ def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
         "epochs": 3,
         "log_every": 4,
         "eval_fraction": 0.2,
+        "bf16": False,
     }
     plain = ListSink()
     first = train_reward_model(

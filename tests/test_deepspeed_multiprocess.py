@@ -67,6 +67,7 @@ def test_zero2_in_two_processes_matches_one_process(tmp_path):
         "epochs": 2,
         "log_every": 1,
         "eval_fraction": 0.2,
+        "bf16": False,
         "checkpoint_every": 3,
     }
     plain = ListSink()
@@ -126,7 +127,7 @@ def test_zero3_in_two_processes_matches_one_process(tmp_path):
     mix = write_mixture(tmp_path / "mix.parquet", toy_pairs(45))
     base = {
         "model": str(model), "max_length": 64, "lr": 3e-3, "micro_batch": 2, "global_batch": 8,
-        "epochs": 1, "log_every": 1, "eval_fraction": 0.2,
+        "epochs": 1, "log_every": 1, "eval_fraction": 0.2, "bf16": False,
     }  # fmt: skip
     plain = ListSink()
     ref = train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "one", sink=plain)

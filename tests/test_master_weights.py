@@ -128,7 +128,9 @@ def test_autocast_mode_and_sdpa_remain_selectable(tiny_bert, mixture, tmp_path):
     model = load_reward_model(tiny_bert)
     from rmcore.train import _set_attention
 
-    _set_attention(model, _config(tiny_bert), torch.device("cpu"))
-    assert model.hf.config._attn_implementation == "eager"
-    _set_attention(model, replace(_config(tiny_bert), attn_implementation="sdpa"), torch.device("cpu"))
-    assert model.hf.config._attn_implementation == "sdpa"
+    _set_attention(model, _config(tiny_bert), torch.device("cpu"), bf16=True)
+    assert model.hf.config._attn_implementation == "eager"  # auto, bf16 on CPU
+    _set_attention(model, _config(tiny_bert), torch.device("cpu"), bf16=False)
+    assert model.hf.config._attn_implementation == "sdpa"  # auto, fp32 on CPU
+    _set_attention(model, replace(_config(tiny_bert), attn_implementation="eager"), torch.device("cpu"), False)
+    assert model.hf.config._attn_implementation == "eager"  # an explicit choice wins

@@ -30,6 +30,7 @@ def test_minilm_fits_32_real_hh_rlhf_pairs(shared_data, minilm_dir, tmp_path):
         epochs=8,
         log_every=4,
         seed=0,
+        bf16=False,
     )
     sink = ListSink()
     result = train_reward_model(config, mixture_path=mix, output_dir=tmp_path / "out", sink=sink)

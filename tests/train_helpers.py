@@ -20,9 +20,11 @@ _TURN = re.compile(r"\n\n(Human|Assistant): ")
 
 TINY_TRAINING = {
     "max_length": 64, "lr": 3e-3, "micro_batch": 4, "global_batch": 8, "epochs": 1,
-    "warmup_ratio": 0.1, "log_every": 1, "eval_fraction": 0.2, "seed": 7,
+    "warmup_ratio": 0.1, "log_every": 1, "eval_fraction": 0.2, "seed": 7, "bf16": False,
 }  # fmt: skip
-"""Settings under which a tiny model learns the toy pairs within a few steps."""
+"""Settings under which a tiny model learns the toy pairs within a few steps (fp32: the
+tests' numbers must not depend on whether this CPU's bf16 is fast; tests/test_precision.py
+covers ``bf16: auto``)."""
 
 
 def tiny_config(model: Path, **overrides):

@@ -16,8 +16,9 @@ class EvalConfig:
     """Conversations per forward pass (length-sorted batches; the scores do not depend on it)."""
     max_length: int | None = None
     """Token budget per conversation, truncated from the left; None = the model's own."""
-    bf16: bool = False
-    """Score in bfloat16 (faster on CPU: see bf16_mode); fp32 when False."""
+    bf16: bool | Literal["auto"] = "auto"
+    """Score in bfloat16 (see bf16_mode). "auto" (default): only where bf16 is faster than fp32
+    on this device (rmcore/precision.py: a GPU with bf16, a CPU whose probe says so); False: fp32."""
     bf16_mode: Literal["autocast", "weights"] = "autocast"
     """bf16 autocast over fp32 weights (default: more accurate) or bf16 weights (a little faster)."""
     pooling: str = "auto"

@@ -182,8 +182,9 @@ def evaluate_heldout(
     ``heldout.md`` and per-source PNGs into ``out_dir``; returns the summary with paths.
     """
     config = config or EvalConfig()
-    model = load_model_for_eval(model_dir, config)
+    model, config, precision = load_model_for_eval(model_dir, config)
     summary = evaluate_heldout_with_model(model, pairs_paths, out_dir, config)
     summary["model_dir"] = str(model_dir)
+    summary["precision_reason"] = precision.reason
     io.write_json(summary, summary["paths"]["summary"])
     return summary

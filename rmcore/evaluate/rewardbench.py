@@ -205,11 +205,11 @@ def evaluate_rewardbench(
     check_subsets(
         set(rows.frame["subset"]), allow_missing=config.allow_missing_subsets
     )  # before the long part
-    model = load_model_for_eval(model_dir, config)
+    model, config, precision = load_model_for_eval(model_dir, config)
     log.info("RewardBench: scoring %d pairs from %s", len(rows.frame), rows.origin)
     c, r, facts = score_rewardbench_rows(model, rows, config)
     summary = summarize_rewardbench(rows, c, r, config)
-    summary.update(model_dir=str(model_dir), scoring=facts)
+    summary.update(model_dir=str(model_dir), scoring=facts | {"precision_reason": precision.reason})
     write_rewardbench_outputs(summary, scores_table(rows.frame, c, r), Path(out_dir), config)
     log.info("RewardBench overall %s (%s)", summary["overall"], summary["overall_form"])
     return summary

@@ -53,10 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the per-subset sample")
     precision = p.add_mutually_exclusive_group()
     precision.add_argument(
-        "--bf16", dest="bf16", action="store_true", help="score in bfloat16 (faster on CPU)"
+        "--bf16", dest="bf16", action="store_true", help="score in bfloat16 (warns where it is slower than fp32)"
     )
-    precision.add_argument("--fp32", dest="bf16", action="store_false", help="full fp32 scoring (default)")
-    p.set_defaults(bf16=False)
+    precision.add_argument("--fp32", dest="bf16", action="store_false", help="full fp32 scoring")
+    p.set_defaults(bf16="auto")  # bf16 only where a probe says it is faster on this device
     p.add_argument(
         "--bf16-mode",
         choices=("autocast", "weights"),
