@@ -3,20 +3,24 @@
 Same model (all-MiniLM-L6-v2), the same real pairs (hh-rlhf helpful-base, rendered to the
 same plain text; only the pairs TRL keeps at max length 256, since TRL drops longer ones),
 the same batch size (8) and number of steps, same learning rate. Each system runs in its own
-subprocess (peak RSS per system). Printed: real tokens/s (non-pad tokens per second of
-optimizer steps) of both and the ratio, padding efficiency of both, model FLOP/s on real
-tokens (6 x non-embedding params x tokens/s) against the bf16/fp32 matmul peak probed here,
-peak memory, held-out accuracy of both on the same unseen pairs, and how close rmflow's bf16
-per-step losses are to its fp32 ones on the same batches.
+subprocess (peak RSS per system). Printed: the CPU (model, flags, torch's ISA), the bf16 and
+fp32 matmul peaks probed here, real tokens/s (non-pad tokens per second of optimizer steps)
+of both and the ratio, padding efficiency, model FLOP/s on real tokens (6 x non-embedding
+params x tokens/s) as a share of the machine's BEST peak (whichever dtype is faster here),
+peak memory, and held-out accuracy of both (with 95% intervals) on the same unseen pairs.
 
-rmflow runs four ways: bf16 as shipped on CPU (bf16 compute with fp32 master weights, eager
-attention, one packed encoder pass per micro-batch, freed memory kept while training), fp32,
-the first session's bf16 (autocast over fp32 weights, SDPA attention) and the second session's
-(length groups one by one, glibc malloc defaults), so the effect of each change shows in the
-same run. Held-out accuracy is also measured before training (each system's initial head).
+TRL runs in its best configuration on this machine: fp32, and bf16 too where the probe says
+bf16 matmuls are faster (the faster of the two is the reference). rmflow runs its default
+configuration (``bf16: auto``: the precision its own probe picks, and the attention kernel
+and packed encoder pass that go with it). The full run adds rmflow's fp32 path where auto
+picked bf16, and fp32 with eager attention, for comparison.
 
-    .venv/bin/python bench/bench_train.py              # 30 steps
-    .venv/bin/python bench/bench_train.py --steps 5    # quick
+    .venv/bin/python bench/bench_train.py --quick     # under 5 minutes: TRL best vs rmflow auto
+    .venv/bin/python bench/bench_train.py             # 30 steps, all variants
+
+To see what an AVX2-only CPU does on a CPU with AVX-512/AMX, cap the ISA for the whole run:
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2`` (bf16 then
+falls back to the same ~1 GFLOP/s reference kernel as on a real AVX2 CPU).
 """
 
 from __future__ import annotations
@@ -81,7 +85,11 @@ def probe_matmul_peak(dtype_name: str, n: int = 1024, seconds: float = 3.0) -> f
 
     dtype = getattr(torch, dtype_name)
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    t0 = time.perf_counter()
     torch.matmul(a, b)
+    first = time.perf_counter() - t0
+    if first > 0.5:  # a slow-path dtype (bf16 without AVX512-BF16/AMX): one call says enough
+        return 2 * n**3 / first / 1e9
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         t0 = time.perf_counter()
@@ -119,7 +127,7 @@ def _eval_accuracy(hf, tokenizer, pooling: str, rows: list[dict], max_length: in
 
 
 def worker_trl(spec: dict) -> dict:
-    """TRL RewardTrainer, fp32 (its bf16 default errors on CPU), gradient checkpointing off."""
+    """TRL RewardTrainer (fp32, or bf16 autocast with ``spec["bf16"]``), gradient checkpointing off."""
     import datasets
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
@@ -146,7 +154,7 @@ def worker_trl(spec: dict) -> dict:
         learning_rate=spec["lr"],
         warmup_steps=math.ceil(0.05 * spec["steps"]),
         lr_scheduler_type="cosine",
-        bf16=False,
+        bf16=bool(spec.get("bf16")),
         use_cpu=True,
         gradient_checkpointing=False,
         max_length=spec["max_length"],
@@ -249,7 +257,7 @@ def worker_rmflow(spec: dict) -> dict:
         global_batch=spec["batch"],
         max_steps=spec["steps"],
         log_every=1,
-        bf16=spec["bf16"],
+        bf16=spec.get("bf16", "auto"),
         **spec.get("overrides", {}),
         eval_batch=32,
         seed=42,
@@ -279,6 +287,7 @@ def worker_rmflow(spec: dict) -> dict:
         "non_embedding_params": params,
         "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),
+        "precision": result.precision,
     }
 
 
@@ -296,13 +305,20 @@ def run_worker(kind: str, spec: dict) -> dict:
         return json.loads(out.read_text())
 
 
+def wilson(p: float, n: int) -> list[float]:
+    from rmcore.train import wilson_interval
+
+    return [round(x, 3) for x in wilson_interval(p, n)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--quick", action="store_true", help="12 steps, 400 pairs offered, 200 held out; TRL best vs rmflow auto")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (30; 12 with --quick)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--pool", type=int, default=1000, help="first N helpful-base test pairs offered to both")
-    p.add_argument("--eval-pairs", type=int, default=300, help="held-out pairs after the pool")
+    p.add_argument("--pool", type=int, default=None, help="first N helpful-base test pairs offered to both (1000; 400)")
+    p.add_argument("--eval-pairs", type=int, default=None, help="held-out pairs after the pool (300; 200)")
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
@@ -313,90 +329,80 @@ def main() -> None:
         fn = {"trl": worker_trl, "rmflow": worker_rmflow}[args.worker]
         Path(args.result).write_text(json.dumps(fn(spec)))
         return
+    from rmcore.precision import cpu_description
+
+    steps = args.steps or (12 if args.quick else 30)
+    pool = args.pool or (400 if args.quick else 1000)
+    n_eval = args.eval_pairs or (200 if args.quick else 300)
     spec = {
         "model": str(minilm_dir()),
-        "steps": args.steps,
+        "steps": steps,
         "batch": args.batch,
         "max_length": args.max_length,
-        "pool": args.pool,
-        "eval_rows": [args.pool, args.pool + args.eval_pairs],
+        "pool": pool,
+        "eval_rows": [pool, pool + n_eval],
         "lr": args.lr,
     }
     load_before = os.getloadavg()[0]
     peaks = {d: probe_matmul_peak(d) for d in ("bfloat16", "float32")}
-    trl = run_worker("trl", spec)
+    best_dtype = max(peaks, key=peaks.get)
+    bf16_faster = peaks["bfloat16"] > peaks["float32"]
+    runs: dict[str, dict] = {}
+    # TRL's best configuration here: fp32, and bf16 autocast where bf16 matmuls are faster
+    trl_dtypes = ["bf16", "fp32"] if bf16_faster and not args.quick else ["bf16" if bf16_faster else "fp32"]
+    for dtype in trl_dtypes:
+        runs[f"trl_{dtype}"] = run_worker("trl", {**spec, "bf16": dtype == "bf16"})
+    trl_key = max((k for k in runs if k.startswith("trl_")), key=lambda k: runs[k]["tokens_per_s"])
+    trl = runs[trl_key]
     spec["kept"] = trl["kept"]
-    ours = run_worker("rmflow", {**spec, "bf16": True, "start_eval": True})
-    ours32 = run_worker("rmflow", {**spec, "bf16": False})
-    # the first session's configuration: bf16 autocast over fp32 weights, SDPA attention
-    before = run_worker(
-        "rmflow",
-        {**spec, "bf16": True, "overrides": {"bf16_mode": "autocast", "attn_implementation": "sdpa"}},
-    )
-    # session 2's configuration: length groups run one by one, glibc malloc defaults
-    unpacked = run_worker(
-        "rmflow", {**spec, "bf16": True, "overrides": {"packed_encoder": "off", "malloc_tuning": "off"}}
-    )
-    flops = {
-        k: 6 * v["non_embedding_params"] * v["tokens_per_s"] / 1e9
-        for k, v in (("trl", trl), ("rmflow", ours))
-    }
-    loss_gap = max(abs(a - b) for a, b in zip(ours["losses"], ours32["losses"]))
+    runs["rmflow_auto"] = run_worker("rmflow", {**spec, "bf16": "auto", "start_eval": True})
+    ours = runs["rmflow_auto"]
+    chosen = ours["precision"]["name"]
+    if not args.quick:
+        if chosen == "bf16":
+            runs["rmflow_fp32"] = run_worker("rmflow", {**spec, "bf16": False})
+        runs["rmflow_fp32_eager"] = run_worker(
+            "rmflow", {**spec, "bf16": False, "overrides": {"attn_implementation": "eager"}}
+        )
+    best_peak = peaks[best_dtype]
+
+    def gflops(r: dict) -> float:
+        return 6 * r["non_embedding_params"] * r["tokens_per_s"] / 1e9
+
     report = {
-        "steps": args.steps,
+        "cpu": cpu_description(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "steps": steps,
         "batch": args.batch,
         "max_length": args.max_length,
         "pairs_offered": trl["pool"],
         "pairs_kept_by_trl": len(trl["kept"]),
-        "eval_pairs": args.eval_pairs,
+        "eval_pairs": n_eval,
         "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
-        "tokens_per_s": {
-            "trl_fp32": round(trl["tokens_per_s"], 1),
-            "rmflow_bf16": round(ours["tokens_per_s"], 1),
-            "rmflow_fp32": round(ours32["tokens_per_s"], 1),
-            "rmflow_bf16_autocast_sdpa": round(before["tokens_per_s"], 1),
-            "rmflow_bf16_unpacked_malloc_default": round(unpacked["tokens_per_s"], 1),
-        },
-        "tokens_per_cpu_s": {
-            "trl_fp32": round(trl["cpu_tokens_per_s"], 1),
-            "rmflow_bf16": round(ours["cpu_tokens_per_s"], 1),
-            "rmflow_fp32": round(ours32["cpu_tokens_per_s"], 1),
-            "rmflow_bf16_autocast_sdpa": round(before["cpu_tokens_per_s"], 1),
-        },
-        "ratio_per_cpu_s_rmflow_bf16_vs_trl": round(ours["cpu_tokens_per_s"] / trl["cpu_tokens_per_s"], 2),
-        "ratio_rmflow_bf16_vs_trl": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
-        "ratio_rmflow_fp32_vs_trl": round(ours32["tokens_per_s"] / trl["tokens_per_s"], 2),
-        "ratio_rmflow_bf16_autocast_sdpa_vs_trl": round(before["tokens_per_s"] / trl["tokens_per_s"], 2),
-        "ratio_rmflow_bf16_unpacked_malloc_default_vs_trl": round(
-            unpacked["tokens_per_s"] / trl["tokens_per_s"], 2
-        ),
-        "padding_efficiency": {
-            "trl": round(trl["padding_efficiency"], 3),
-            "rmflow": round(ours["padding_efficiency"], 3),
-        },
-        "model_gflops": {k: round(v, 1) for k, v in flops.items()},
-        "share_of_bf16_peak": {k: round(v / peaks["bfloat16"], 3) for k, v in flops.items()},
-        "peak_rss_mb": {
-            "trl": round(trl["peak_rss_mb"]),
-            "rmflow_bf16": round(ours["peak_rss_mb"]),
-            "rmflow_fp32": round(ours32["peak_rss_mb"]),
-        },
-        "eval_accuracy": {
-            "trl": trl["eval_accuracy"],
-            "rmflow_bf16": ours["eval_accuracy"],
-            "rmflow_fp32": ours32["eval_accuracy"],
-            "rmflow_bf16_autocast_sdpa": before["eval_accuracy"],
-            "length_rule": ours["length_baseline"],
-        },
+        "best_peak": best_dtype,
+        "trl_reference": trl_key,
+        "rmflow_precision": {k: ours["precision"].get(k) for k in ("name", "reason")},
+        "tokens_per_s": {k: round(v["tokens_per_s"], 1) for k, v in runs.items()},
+        "ratio_vs_trl": {k: round(v["tokens_per_s"] / trl["tokens_per_s"], 2) for k, v in runs.items()},
+        "tokens_per_cpu_s": {k: round(v["cpu_tokens_per_s"], 1) for k, v in runs.items()},
+        "padding_efficiency": {k: round(v["padding_efficiency"], 3) for k, v in runs.items()},
+        "model_gflops": {k: round(gflops(v), 1) for k, v in runs.items()},
+        "share_of_best_peak": {k: round(gflops(v) / best_peak, 3) for k, v in runs.items()},
+        "peak_rss_mb": {k: round(v["peak_rss_mb"]) for k, v in runs.items()},
+        "eval_accuracy": {k: round(v["eval_accuracy"], 3) for k, v in runs.items()},
+        "eval_accuracy_95": {k: wilson(v["eval_accuracy"], n_eval) for k, v in runs.items()},
+        "length_rule_accuracy": round(ours["length_baseline"], 3),
         "eval_accuracy_before_training": {
-            "trl": trl["eval_accuracy_start"],
-            "rmflow": ours["eval_accuracy_start"],
+            "trl": round(trl["eval_accuracy_start"], 3),
+            "rmflow": round(ours["eval_accuracy_start"], 3),
         },
-        "max_step_loss_gap_bf16_vs_fp32": round(loss_gap, 5),
         "non_embedding_params": ours["non_embedding_params"],
         "torch_threads": ours["threads"],
         "load_average_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
+    if "rmflow_fp32" in runs:
+        gap = max(abs(a - b) for a, b in zip(ours["losses"], runs["rmflow_fp32"]["losses"]))
+        report["max_step_loss_gap_auto_vs_fp32"] = round(gap, 5)
     print(json.dumps(report, indent=2))
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from rmcore.embedding_grad import lookup_rows
+
 Groups = list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -62,7 +64,7 @@ def _embed(base: torch.nn.Module, groups: Groups) -> torch.Tensor:
     device = ids.device
     positions = torch.cat([torch.arange(g.shape[1], device=device).repeat(g.shape[0]) for g, _ in groups])
     token_types = torch.zeros_like(ids)
-    x = emb.word_embeddings(ids) + emb.token_type_embeddings(token_types)
+    x = lookup_rows(emb.word_embeddings, ids) + emb.token_type_embeddings(token_types)
     x = x + emb.position_embeddings(positions)
     return emb.dropout(emb.LayerNorm(x))
 
