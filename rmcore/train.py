@@ -456,9 +456,10 @@ def _make_engine(config: TrainConfig, model: RewardModel, total: int, bf16: bool
 
 def _set_attention(model: RewardModel, config: TrainConfig, device: torch.device, bf16: bool) -> None:
     """The attention kernel for training. "auto" on CPU: eager in bf16 (the CPU flash kernel's
-    bf16 backward is slower than plain matmuls at these lengths), SDPA in fp32 (its fused
-    kernel is faster there: 1,809 vs 1,682 real tokens/s on MiniLM, AVX2, bench/RESULTS.md);
-    elsewhere the model's default."""
+    bf16 backward is slower than plain matmuls at these lengths: 2,562-2,591 vs 3,003-3,483
+    real tokens/s on MiniLM), SDPA in fp32 (as fast as eager there, median step 0.739 vs
+    0.758 s in an interleaved A/B on AVX2, and it keeps no (length x length) score matrices
+    for backward); elsewhere the model's default (bench/RESULTS.md)."""
     choice = config.attn_implementation
     if choice == "auto":
         if device.type != "cpu":

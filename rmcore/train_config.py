@@ -72,8 +72,8 @@ class TrainConfig:
     "auto": master_weights on CPU (faster there, see bench/RESULTS.md), autocast on GPU."""
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     """Attention kernel while training. "auto" on CPU: eager in bf16 (torch's CPU flash-attention
-    bf16 backward is slower than plain matmuls at these lengths), SDPA in fp32 (faster there);
-    the model's default on GPU (bench/RESULTS.md)."""
+    bf16 backward is slower than plain matmuls at these lengths), SDPA in fp32 (as fast as
+    eager, less memory); the model's default on GPU (bench/RESULTS.md)."""
     packed_encoder: Literal["auto", "off"] = "auto"
     """"auto": the length groups of a micro-batch share one encoder pass (only attention runs
     per group; rmcore/packed_encoder.py) when the backbone is a BERT encoder with mean pooling
