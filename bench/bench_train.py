@@ -306,9 +306,9 @@ def run_worker(kind: str, spec: dict) -> dict:
 
 
 def wilson(p: float, n: int) -> list[float]:
-    from rmcore.train import wilson_interval
+    from rmcore.evaluate.intervals import wilson_interval
 
-    return [round(x, 3) for x in wilson_interval(p, n)]
+    return [round(x, 3) for x in wilson_interval(p * n, n)]
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from prefect import flow
 from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import run_evaluate, run_train
+from rmcore.recipe import require_train
 from tasks.registry import model_dir_digest
 
 
@@ -19,6 +20,8 @@ def evaluate_flow(
 ) -> dict:
     """RewardBench + held-out accuracy with length bias. model_dir: evaluate this model folder."""
     ctx = resolve(recipe, data_dir, work_dir)
+    if not model_dir:
+        require_train(ctx.recipe)  # it trains (or reuses) the recipe's model: refuse before any data stage
     data = run_data_stages(ctx)
     if model_dir:
         trained = {"model_dir": model_dir, "digest": model_dir_digest(model_dir)}

@@ -8,6 +8,7 @@ from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import run_train
 from rmcore import io
+from rmcore.recipe import require_train
 
 
 @flow(name="rmflow-train", log_prints=True)
@@ -19,6 +20,7 @@ def train_flow(
 ) -> dict:
     """Train the recipe's reward model. mixture_path: train on this mixture Parquet instead."""
     ctx = resolve(recipe, data_dir, work_dir)
+    require_train(ctx.recipe)  # before any data stage runs
     if mixture_path:
         mixture = {"path": mixture_path, "digest": io.table_digest(io.read_table(mixture_path, "mixture"))}
     else:

@@ -59,7 +59,9 @@ def length_groups(lengths: Sequence[int], max_groups: int, *, overhead: int = 32
     """Split sequence indices into <= max_groups groups minimising padded tokens.
 
     Each group pads to its own longest sequence; ``overhead`` (tokens) is charged per
-    extra group so that tiny groups are made only when they save real work.
+    extra group so that tiny groups are made only when they save real work (32 by default:
+    a group must save at least a short sequence's worth of padding to pay for its own
+    attention call and the bookkeeping of one more sub-batch).
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     n = len(order)

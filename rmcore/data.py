@@ -115,6 +115,7 @@ def encode_pairs(
     margins: Sequence[float | None] | None = None,
 ) -> EncodedPairs:
     """Encode chosen/rejected conversations; count truncated sequences and dropped pairs."""
+    # Encode whole first (10**9: no limit) to count what the real max_length then truncates or drops.
     full_c = encode_conversations(tokenizer, chosen, max_length=10**9, truncation="left")
     full_r = encode_conversations(tokenizer, rejected, max_length=10**9, truncation="left")
     out = EncodedPairs([], [], [], [] if margins is not None else None)

@@ -91,13 +91,6 @@ def json_escape(strings: pa.Array) -> pa.Array:
     return pc.replace_with_mask(strings, needs, _escape_all(strings.filter(needs)))
 
 
-def single_turn_messages_json(prompt_esc: pa.Array, answer_esc: pa.Array) -> pa.Array:
-    """canonical_json([{user: prompt}, {assistant: answer}]) for escaped Arrow strings."""
-    return pc.binary_join_element_wise(
-        '[{"content":"', prompt_esc, '","role":"user"},{"content":"', answer_esc, '","role":"assistant"}]', ""
-    )
-
-
 def single_turn_pair_ids(
     source: str, prompt_esc: pa.Array, chosen_esc: pa.Array, rejected_esc: pa.Array
 ) -> pa.Array:

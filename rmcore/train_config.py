@@ -147,10 +147,6 @@ class TrainConfig:
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
 
-    @property
-    def accumulation_steps(self) -> int:
-        return self.global_batch // self.micro_batch
-
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read a training YAML (deployments/train/*.yaml); ``overrides`` replace top-level keys."""

@@ -28,14 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"rmflow.commands.{name}")
-        except ModuleNotFoundError as e:  # a command still being built must not break the others
-            if e.name != f"rmflow.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+    for name in COMMANDS:  # a missing or renamed command module is an error, never skipped
+        importlib.import_module(f"rmflow.commands.{name}").register(sub)
     return parser
 
 

@@ -48,17 +48,6 @@ def exclusive(lock_path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class TeeSink:
-    """Send training metrics to several sinks (log lines and MLflow)."""
-
-    def __init__(self, sinks: list) -> None:
-        self.sinks = sinks
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for sink in self.sinks:
-            sink.log_metrics(metrics, step)
-
-
 def _model_dir(key: str, p: dict[str, Any]) -> Path:
     return Path(p["work"]) / "models" / key
 

@@ -49,8 +49,9 @@ def test_training_learns_changes_parameters_and_writes_a_loadable_model(tiny_ber
     ):
         assert f"train/{key}" in sink.records[0][1]
     before, after = _weights(tiny_bert), _weights(result.model_dir)
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
-    assert "classifier.weight" in changed and any("encoder.layer.0" in k for k in changed)
+    unchanged = sorted(k for k in before if torch.equal(before[k], after[k]))
+    # every trainable tensor moved, except the BERT pooler: mean pooling never reads it (no gradient)
+    assert unchanged == ["bert.pooler.dense.bias", "bert.pooler.dense.weight"], unchanged
     reloaded = load_reward_model(result.model_dir)
     assert reloaded.pooling == "mean" and set(reloaded.norm_stats) == {"mean", "std"}
     assert (result.checkpoints_dir / "step-0000024" / "model.safetensors").exists()
@@ -152,11 +153,21 @@ def test_margin_from_score_gap_and_centering_train(tiny_bert, tmp_path):
             "micro_batch": 4,
             "global_batch": 8,
             "max_steps": 2,
+            "log_every": 1,
+            "bf16": False,
             "loss": {"margin": "score_gap", "margin_scale": 0.25, "center_coef": 0.01},
         },
     )
-    result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / "o")
+    with_margin, without = ListSink(), ListSink()
+    result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / "o", sink=with_margin)
+    plain = replace(cfg, loss=replace(cfg.loss, margin="none"))
+    train_reward_model(plain, mixture_path=mix, output_dir=tmp_path / "p", sink=without)
     assert result.steps == 2 and result.metrics["train/loss"] > 0
+    # Same weights, same first batch: -log sigmoid(d - m) with margins m = 0.25 * (5 - 1) = 1 on the
+    # scored pairs is strictly larger than without them (a dropped margin would make them equal).
+    first_with, first_without = with_margin.records[0][1], without.records[0][1]
+    assert first_with["train/reward_mean"] == first_without["train/reward_mean"]  # same model, same batch
+    assert first_with["train/loss"] > first_without["train/loss"] + 0.1
 
 
 def test_example_configs_load_and_bad_keys_are_refused():
