@@ -44,7 +44,7 @@ def _pool(values: list[str], idx: np.ndarray) -> pa.Array:
 
 def generate(n_rows: int, seed: int) -> pa.Table:
     """n rows in openbmb/UltraFeedback's schema, built column-wise (seconds for a million)."""
-    from rmcore.sample_data import MODELS, _Gen
+    from rmcore.data.sample_data import MODELS, _Gen
 
     rng = np.random.default_rng(seed)
     gen = _Gen(random.Random(seed))
@@ -122,7 +122,7 @@ def _score(completion: dict) -> float | None | str:
 def _pair(
     source: str, instruction: str, good: dict, bad: dict, s_good: float, s_bad: float, row: int
 ) -> dict:
-    from rmcore.pairing import pair_id
+    from rmcore.data.pairing import pair_id
 
     prompt = [{"role": "user", "content": instruction}]
     chosen = prompt + [{"role": "assistant", "content": good["response"]}]
@@ -132,7 +132,7 @@ def _pair(
 
 
 def reference_clean(path: str, pairing: str, seed: int) -> tuple[pa.Table, Counter, int]:
-    """The same rules as rmcore.sources.ultrafeedback, one row at a time in plain Python."""
+    """The same rules as rmcore.data.sources.ultrafeedback, one row at a time in plain Python."""
     from data_contracts.schemas import PAIRS
 
     pf = pq.ParquetFile(path)
@@ -220,7 +220,7 @@ def _peak_rss_mb() -> float:
 
 
 def run_rmflow(data_dir: str, pairing: str, seed: int, out: mp.Queue) -> None:
-    from rmcore.sources import CleanOptions, clean_source
+    from rmcore.data.sources import CleanOptions, clean_source
 
     t, c = time.perf_counter(), time.process_time()
     result = clean_source("ultrafeedback", "train", CleanOptions(pairing=pairing, seed=seed), Path(data_dir))

@@ -118,7 +118,7 @@ def main() -> int:
 
     import torch
 
-    from rmcore.data import render_conversation
+    from rmcore.encoding import render_conversation
     from rmcore.evaluate.rewardbench_data import conversations, load_rewardbench
     from rmcore.model import load_reward_model
     from rmcore.scoring import encode_conversations

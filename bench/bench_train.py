@@ -105,10 +105,10 @@ def probe_matmul_peak(dtype_name: str, n: int = 1024, seconds: float = 3.0) -> f
 def _eval_accuracy(hf, tokenizer, pooling: str, rows: list[dict], max_length: int) -> float:
     import torch
 
-    from rmcore.data import encode_pairs
+    from rmcore.encoding import encode_pairs
     from rmcore.model import RewardModel
     from rmcore.train import evaluate_pairs
-    from rmcore.train_config import TrainConfig
+    from rmcore.train.config import TrainConfig
 
     model = RewardModel(hf, tokenizer, pooling=pooling, max_length=max_length)
     pairs = encode_pairs(
@@ -133,7 +133,7 @@ def worker_trl(spec: dict) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
-    from rmcore.data import render_conversation
+    from rmcore.encoding import render_conversation
 
     tok = AutoTokenizer.from_pretrained(spec["model"])
     rows = hh_rows(0, spec["pool"])
@@ -223,7 +223,7 @@ def worker_rmflow(spec: dict) -> dict:
     from data_contracts import MIXTURE
     from rmcore.io import write_table
     from rmcore.train import ListSink, train_reward_model
-    from rmcore.train_config import TrainConfig
+    from rmcore.train.config import TrainConfig
 
     pool = hh_rows(0, spec["pool"])
     train = [pool[i] for i in spec["kept"]]

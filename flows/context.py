@@ -38,8 +38,8 @@ def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str
         generated = (path / "GENERATED.md").exists()
         kind = "GENERATED sample data" if generated else "real data from the local mirror"
         return path, f"{kind} at {path}"
-    from rmcore.sample_data import write_sample_mirror
-    from rmcore.sample_rewardbench import RELATIVE_PATH, write_rewardbench_sample
+    from rmcore.data.sample_data import write_sample_mirror
+    from rmcore.data.sample_rewardbench import RELATIVE_PATH, write_rewardbench_sample
 
     sample = work / "generated-sample"
     if not (sample / RELATIVE_PATH).exists():

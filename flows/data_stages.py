@@ -7,9 +7,9 @@ from prefect.logging import get_run_logger
 
 from flows.context import RunContext
 from rmcore import io
-from rmcore.mixtures import SourceSpec
-from rmcore.stage_data import source_fingerprint
-from rmcore.stats import stats_markdown
+from rmcore.data.mixtures import SourceSpec
+from rmcore.data.stages import source_fingerprint
+from rmcore.data.stats import stats_markdown
 from tasks.data import clean_task, download_task, mixture_task
 
 

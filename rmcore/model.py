@@ -26,7 +26,7 @@ import torch
 
 import rmcore
 from rmcore.io import write_json
-from rmcore.packed_encoder import packed_mean_rewards
+from rmcore.train.packed_encoder import packed_mean_rewards
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class RewardModel(torch.nn.Module):
         self.trust_remote_code = trust_remote_code
         """Whether the backbone was loaded with custom (repository) code: recorded when saved."""
         self.packed = False
-        """Run length groups through one packed encoder pass (rmcore.packed_encoder); set by training."""
+        """Run length groups through one packed encoder pass (rmcore.train.packed_encoder); set by training."""
         if pooling == "mean":
             _linear_head(hf)  # fail at load time, not at the first batch
 

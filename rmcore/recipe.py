@@ -20,7 +20,7 @@ from rmcore.config import (
     load_yaml,
     looks_like_path,
 )
-from rmcore.mixtures import MixtureConfig, SourceSpec
+from rmcore.data.mixtures import MixtureConfig, SourceSpec
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
 
@@ -49,7 +49,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
 def _check_sources(specs: tuple[SourceSpec, ...], where: str) -> None:
-    from rmcore.sources.registry import SOURCE_NAMES, get_adapter
+    from rmcore.data.sources.registry import SOURCE_NAMES, get_adapter
 
     for i, spec in enumerate(specs):
         if spec.source not in SOURCE_NAMES:
@@ -76,7 +76,7 @@ def check_train_paths(train: dict[str, Any], where: str, roots: tuple[Path, ...]
 def _check_section(section: str, data: dict[str, Any], where: str) -> None:
     """Validate the train/eval sections with their owners' typed configs, when present."""
     if section == "train":
-        from rmcore.train_config import TrainConfig
+        from rmcore.train.config import TrainConfig
 
         from_mapping(TrainConfig, data, where=where)
     elif section == "eval":

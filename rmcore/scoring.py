@@ -38,10 +38,10 @@ def encode_conversations(
     model, conversations: Sequence[Sequence[Message]], *, max_length: int | None = None
 ) -> list[list[int]]:
     """Token ids per conversation (chat template, left-truncated to the budget)."""
-    from rmcore import data
+    from rmcore import encoding
 
     budget = resolve_max_length(model, max_length)
-    encoded = data.encode_conversations(
+    encoded = encoding.encode_conversations(
         model.tokenizer, list(conversations), max_length=budget, truncation="left"
     )
     for i, ids in enumerate(encoded):

@@ -8,8 +8,9 @@ from typing import Any
 from prefect import task
 from prefect.logging import get_run_logger
 
-from rmcore import io, stage_data
-from rmcore.mixtures import CleanedInput, MixtureConfig, SourceSpec, materialise_mixture
+from rmcore import io
+from rmcore.data import stages
+from rmcore.data.mixtures import CleanedInput, MixtureConfig, SourceSpec, materialise_mixture
 from tasks.caching import StageCache, build_once, stage_key
 
 
@@ -23,9 +24,9 @@ def _download_dir(key: str, p: dict[str, Any]) -> Path:
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry a failed download unless its error is permanent
-    (``stage_data.retry_can_help``); a corrupt file fails at once instead of after every backoff."""
+    (``stages.retry_can_help``); a corrupt file fails at once instead of after every backoff."""
     error = state.data
-    if isinstance(error, BaseException) and not stage_data.retry_can_help(error):
+    if isinstance(error, BaseException) and not stages.retry_can_help(error):
         get_run_logger().warning("not retried, the error is permanent: %s", error)
         return False
     return True
@@ -38,7 +39,7 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
         stage="download",
         key_params=("source", "split", "input_digest", "work"),
         output_of=_download_dir,
-        intact=stage_data.download_intact,
+        intact=stages.download_intact,
     ),
     persist_result=True,
     result_serializer="json",
@@ -54,10 +55,10 @@ def download_task(source: str, split: str, data_dir: str | None, input_digest: s
     out = _download_dir(key, params)
     build_once(
         out,
-        lambda tmp: stage_data.download_source(
+        lambda tmp: stages.download_source(
             source, split, Path(data_dir) if data_dir else None, tmp, publish_dir=out
         ),
-        intact=stage_data.download_intact,
+        intact=stages.download_intact,
     )
     manifest = io.read_json(out / "manifest.json")
     get_run_logger().info("%s/%s: %d raw rows from %s", source, split, manifest["rows"], manifest["origin"])
@@ -90,7 +91,7 @@ def clean_task(spec: SourceSpec, raw_dir: str, raw_digest: str, seed: int, work:
     out = _clean_dir(key, params)
     build_once(
         out,
-        lambda tmp: stage_data.clean_downloaded(
+        lambda tmp: stages.clean_downloaded(
             spec.source, spec.split, Path(raw_dir), spec.clean_options(seed), tmp, publish_dir=out
         ),
     )

@@ -68,7 +68,7 @@ def train_task(
 ) -> dict:
     """Train the Bradley-Terry reward model; returns the model folder, its digest and metrics."""
     from rmcore.train import LoggingSink, train_reward_model
-    from rmcore.train_config import TrainConfig
+    from rmcore.train.config import TrainConfig
 
     logger = get_run_logger()
     params = {"train": train, "mixture_digest": mixture_digest, "work": work}

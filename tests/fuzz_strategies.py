@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from rmcore.sources import get_adapter
-from rmcore.sources.mirror import _stem
+from rmcore.data.sources import get_adapter
+from rmcore.data.sources.mirror import _stem
 
 FUZZ_SETTINGS = settings(
     derandomize=True,  # the same examples on every machine: CI is reproducible

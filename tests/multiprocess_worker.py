@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from rmcore.distributed import rank
 from rmcore.train import ListSink, train_reward_model
-from rmcore.train_config import TrainConfig
+from rmcore.train.config import TrainConfig
+from rmcore.train.distributed import rank
 
 
 def main(config_json: str, mixture: str, out: str, report_dir: str) -> None:

@@ -24,8 +24,8 @@ def small_pipeline_recipe(root: Path, *, epochs: int = 1, model_name: str = MODE
 
     Returns the paths ``recipe``, ``data`` and ``work`` (as strings, for flows and the CLI).
     """
-    from rmcore.sample_data import write_sample_mirror
-    from rmcore.sample_rewardbench import write_rewardbench_sample
+    from rmcore.data.sample_data import write_sample_mirror
+    from rmcore.data.sample_rewardbench import write_rewardbench_sample
 
     model = build_tiny_model_dir(root / "tiny")
     data = write_sample_mirror(root / "data", rows_per_source=40)

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from rmcore.config import PROJECT_ROOT, ConfigError, from_mapping
+from rmcore.data.mixtures import SourceSpec
 from rmcore.evaluate.config import EvalConfig
-from rmcore.mixtures import SourceSpec
 from rmcore.recipe import load_recipe, recipe_from_mapping, require_train
-from rmcore.train_config import TrainConfig
+from rmcore.train.config import TrainConfig
 
 DEMO = yaml.safe_load((PROJECT_ROOT / "deployments/recipes/demo.yaml").read_text())
 

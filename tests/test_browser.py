@@ -58,8 +58,8 @@ def small_pipeline(tmp: Path) -> dict[str, str]:
     import yaml
     from tiny import build_tiny_model_dir
 
-    from rmcore.sample_data import write_sample_mirror
-    from rmcore.sample_rewardbench import write_rewardbench_sample
+    from rmcore.data.sample_data import write_sample_mirror
+    from rmcore.data.sample_rewardbench import write_rewardbench_sample
 
     data = write_sample_mirror(tmp / "data", rows_per_source=40)
     write_rewardbench_sample(data, per_subset=2)

@@ -14,8 +14,8 @@ from fault_helpers import child_env, is_temp_name, run_child
 
 from data_contracts.schemas import PAIRS, QUARANTINE
 from rmcore import io
+from rmcore.data.sample_data import write_sample_mirror
 from rmcore.io import read_table
-from rmcore.sample_data import write_sample_mirror
 from rmflow.cli import main
 
 

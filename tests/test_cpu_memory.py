@@ -1,4 +1,4 @@
-"""rmcore.cpu_memory: while training on CPU, freed memory stays in the process (no page faults
+"""rmcore.train.cpu_memory: while training on CPU, freed memory stays in the process (no page faults
 for the next step's tensors); afterwards it goes back to the kernel."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from rmcore.cpu_memory import retain_freed_memory
+from rmcore.train.cpu_memory import retain_freed_memory
 
 GLIBC = sys.platform.startswith("linux") and "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
 pytestmark = pytest.mark.skipif(not GLIBC, reason="malloc tuning applies to glibc (Linux) only")

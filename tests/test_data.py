@@ -8,8 +8,8 @@ import pytest
 from tiny import build_tiny_tokenizer
 from train_helpers import hh_pairs
 
-from rmcore.batching import length_groups, plan_global_batches, split_micro_batches
-from rmcore.data import collate_pairs, encode_conversation, encode_pairs
+from rmcore.encoding import collate_pairs, encode_conversation, encode_pairs
+from rmcore.train.batching import length_groups, plan_global_batches, split_micro_batches
 
 HI = [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello you"}]
 

@@ -14,7 +14,7 @@ from train_helpers import toy_pairs, write_mixture
 from rmcore.config import ConfigError
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, deepspeed_config, train_reward_model
-from rmcore.train_config import TrainConfig
+from rmcore.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

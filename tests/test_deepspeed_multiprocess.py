@@ -21,10 +21,10 @@ from tiny import build_tiny_model_dir
 from train_helpers import toy_pairs, write_mixture
 
 from rmcore.config import ConfigError
-from rmcore.distributed import shard_micro_batches
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, train_reward_model
-from rmcore.train_config import TrainConfig
+from rmcore.train.config import TrainConfig
+from rmcore.train.distributed import shard_micro_batches
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("multiprocess_worker.py")

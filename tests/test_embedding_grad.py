@@ -1,4 +1,4 @@
-"""The word-embedding gradient kept in one buffer (rmcore.embedding_grad) equals the stock one."""
+"""The word-embedding gradient kept in one buffer (rmcore.train.embedding_grad) equals the stock one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from rmcore.embedding_grad import lookup_rows
+from rmcore.train.embedding_grad import lookup_rows
 
 
 def test_kept_buffer_gives_the_stock_gradient_over_accumulation_and_steps():

@@ -60,8 +60,8 @@ def _recipe(tmp: Path, name: str, model: Path, sources: list[dict], model_name: 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two recipes sharing the PKU source (same cleaning) and the held-out split."""
-    from rmcore.sample_data import write_sample_mirror
-    from rmcore.sample_rewardbench import write_rewardbench_sample
+    from rmcore.data.sample_data import write_sample_mirror
+    from rmcore.data.sample_rewardbench import write_rewardbench_sample
 
     tmp = tmp_path_factory.mktemp("faults-concurrency")
     model = build_tiny_model_dir(tmp / "tiny")
@@ -163,7 +163,7 @@ def test_generated_sample_written_by_one_run_is_never_read_half_written_by_anoth
     work, signals = tmp_path / "work", tmp_path / "signals"
     signals.mkdir()
     kwargs = {"recipe": setup["a"], "data_dir": None, "work_dir": str(work)}
-    helpsteer = {"target": "rmcore.sample_data:_write", "match": "HelpSteer", "path_arg": 0}
+    helpsteer = {"target": "rmcore.data.sample_data:_write", "match": "HelpSteer", "path_arg": 0}
     x = {
         "call": "flows.mixture:mixture_flow",
         "kwargs": kwargs,

@@ -90,7 +90,7 @@ def _act(action: str, args: dict) -> None:
         if code:
             raise SystemExit(code)
     elif action == "download_stage":  # what tasks.data.download_task does, without Prefect
-        from rmcore.stage_data import download_source
+        from rmcore.data.stages import download_source
         from tasks.caching import build_once
 
         build_once(
@@ -107,9 +107,9 @@ def _import_everything(action: str) -> None:
 
     names = ["gzip", "random", "pyarrow.parquet", "rmcore.io"]
     if action == "cli":
-        names += ["rmflow.cli", "rmflow.commands.clean", "rmcore.sources", "data_contracts.schemas"]
+        names += ["rmflow.cli", "rmflow.commands.clean", "rmcore.data.sources", "data_contracts.schemas"]
     if action == "download_stage":
-        names += ["rmcore.sources.mirror", "rmcore.sources.registry", "rmcore.stage_data", "tasks.caching"]
+        names += ["rmcore.data.sources.mirror", "rmcore.data.sources.registry", "rmcore.data.stages", "tasks.caching"]
     for name in names:
         importlib.import_module(name)
 
@@ -288,7 +288,7 @@ def test_real_enospc_on_a_full_tmpfs_keeps_the_old_file(shared_tmp: Path):
 
 
 def helpsteer_mirror(root: Path) -> Path:
-    from rmcore.sample_data import write_sample_mirror
+    from rmcore.data.sample_data import write_sample_mirror
 
     generated = write_sample_mirror(root / "generated", rows_per_source=ROWS, seed=3)
     mirror = root / "mirror"
@@ -303,7 +303,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def test_disk_full_during_a_stage_publishes_no_folder_and_keeps_the_previous_one(shared_tmp: Path):
-    from rmcore.stage_data import download_source
+    from rmcore.data.stages import download_source
     from tasks.caching import build_once
 
     mirror = helpsteer_mirror(shared_tmp)
@@ -330,7 +330,7 @@ def test_disk_full_during_a_stage_publishes_no_folder_and_keeps_the_previous_one
 
 
 def test_rmflow_clean_on_a_full_disk_exits_1_naming_the_file_and_keeps_the_last_outputs(shared_tmp: Path):
-    from rmcore.sample_data import write_sample_mirror
+    from rmcore.data.sample_data import write_sample_mirror
     from rmflow.cli import main
 
     mirror, out = helpsteer_mirror(shared_tmp), shared_tmp / "clean"

@@ -25,11 +25,11 @@ from flow_helpers import task_states
 from prefect import flow
 
 from rmcore import io
-from rmcore.sample_data import write_sample_mirror
-from rmcore.sources.base import CleanOptions
-from rmcore.sources.mirror import CorruptSourceFile, SourceNotFound
-from rmcore.sources.tables import SOURCE_ROW
-from rmcore.stage_data import ChecksumMismatch, clean_downloaded, download_source, source_fingerprint
+from rmcore.data.sample_data import write_sample_mirror
+from rmcore.data.sources.base import CleanOptions
+from rmcore.data.sources.mirror import CorruptSourceFile, SourceNotFound
+from rmcore.data.sources.tables import SOURCE_ROW
+from rmcore.data.stages import ChecksumMismatch, clean_downloaded, download_source, source_fingerprint
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -129,7 +129,7 @@ def fetch(source: str, data_dir: str | None, work: str) -> dict:
 @pytest.fixture
 def attempts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Source names, one per download attempt: each call of the real reader (mirror or hub) is recorded."""
-    from rmcore.sources import mirror as mirror_module
+    from rmcore.data.sources import mirror as mirror_module
 
     real, calls = mirror_module.read_raw, []
 

@@ -34,8 +34,8 @@ TRAIN_STEPS = 6  # 48 train pairs / global batch 8; checkpoints at 2, 4, 6
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny model, a small generated mirror, a two-source recipe with one held-out split."""
-    from rmcore.sample_data import write_sample_mirror
-    from rmcore.sample_rewardbench import write_rewardbench_sample
+    from rmcore.data.sample_data import write_sample_mirror
+    from rmcore.data.sample_rewardbench import write_rewardbench_sample
 
     tmp = tmp_path_factory.mktemp("faults-kill")
     model = build_tiny_model_dir(tmp / "tiny")
@@ -140,7 +140,7 @@ def test_kill_during_data_stage_then_rerun_equals_uninterrupted(
 
 TRAIN_KILLS = {
     # Before the 4th optimizer step: steps 1-3 done, the last checkpoint is step 2.
-    "mid-epoch": {"target": "rmcore.train:_Loop.train_step", "mode": "kill-before", "nth": 4},
+    "mid-epoch": {"target": "rmcore.train.loop:Loop.train_step", "mode": "kill-before", "nth": 4},
     # Checkpoint 4: weights saved in its temp folder, optimizer state half written.
     "mid-checkpoint-save": {
         "target": "torch:save",
@@ -171,7 +171,7 @@ def test_kill_during_training_then_rerun_resumes_to_the_same_weights(
     point: str, setup: dict, reference: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from flows.train import train_flow
-    from rmcore.train import _Loop
+    from rmcore.train.loop import Loop
 
     work = tmp_path / "work"
     _kill(setup, work, "flows.train:train_flow", TRAIN_KILLS[point], tmp_path)
@@ -181,13 +181,13 @@ def test_kill_during_training_then_rerun_resumes_to_the_same_weights(
     assert _complete_checkpoints(partial) == ["step-0000002"]
 
     steps = []
-    real_step = _Loop.train_step
+    real_step = Loop.train_step
 
     def counted(self, batch):  # pass-through: counts the optimizer steps the rerun really takes
         steps.append(len(batch))
         return real_step(self, batch)
 
-    monkeypatch.setattr(_Loop, "train_step", counted)
+    monkeypatch.setattr(Loop, "train_step", counted)
     result = train_flow(**_args(setup, work))
     assert len(steps) == TRAIN_STEPS - 2  # resumed after the step-2 checkpoint
     assert Path(result["model_dir"]) == _final_model(work)

@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import HypothesisDeprecationWarning
 
 from data_contracts import PAIRS, QUARANTINE, validate
-from rmcore.sources import CleanOptions, CleanResult, clean_source, get_adapter
+from rmcore.data.sources import CleanOptions, CleanResult, clean_source, get_adapter
 
 pytestmark = pytest.mark.usefixtures("websockets_own_random")
 

@@ -29,9 +29,11 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                names.add(".".join([*base, node.module] if node.module else base))
-            elif node.module:
-                names.add(node.module)
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            # ``from a.b import c``: c may be a submodule (a.b.c) or a name in a.b; the graph trims
+            names |= {f"{module}.{alias.name}" for alias in node.names}
     return names
 
 
@@ -59,4 +61,65 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     """Protection check: an import hidden inside a function is still found."""
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    import mlflow\n    from prefect import flow\n")
-    assert {"mlflow", "prefect"} <= imported_modules(probe)
+    assert {m.split(".")[0] for m in imported_modules(probe)} == {"mlflow", "prefect"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(packages: tuple[str, ...] = ("rmcore", "tasks", "flows")) -> dict[str, set[str]]:
+    """module -> project modules it imports (function-level imports included)."""
+    files = {_module_name(p): p for pkg in packages for p in (REPO / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        edges = set()
+        for target in imported_modules(path):
+            # ``from pkg import mod`` names a module; ``from mod import func`` names its module
+            while target and target not in files:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_cycles_in_rmcore_tasks_and_flows():
+    assert find_cycle(import_graph()) is None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+
+
+def test_no_file_in_the_library_tasks_or_flows_is_over_400_lines():
+    long = {
+        str(p.relative_to(REPO)): n
+        for pkg in ("rmcore", "tasks", "flows")
+        for p in (REPO / pkg).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 420
+    }
+    assert long == {}

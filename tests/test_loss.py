@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rmcore.loss import bradley_terry_loss, split_rewards
+from rmcore.train.loss import bradley_terry_loss, split_rewards
 
 LN2 = math.log(2.0)
 

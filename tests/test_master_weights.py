@@ -1,4 +1,4 @@
-"""bf16 with fp32 master weights (rmcore.master_weights) and the CPU attention choice."""
+"""bf16 with fp32 master weights (rmcore.train.master_weights) and the CPU attention choice."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import tiny_config, toy_pairs
 
-from rmcore.batching import pair_rewards
-from rmcore.data import collate_pairs, encode_pairs
-from rmcore.loss import bradley_terry_loss
-from rmcore.master_weights import MasterWeightsEngine
+from rmcore.encoding import collate_pairs, encode_pairs
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, disable_dropout, split_rewards, train_reward_model
-from rmcore.train_config import TrainConfig
+from rmcore.train.batching import pair_rewards
+from rmcore.train.config import TrainConfig
+from rmcore.train.loss import bradley_terry_loss
+from rmcore.train.master_weights import MasterWeightsEngine
 
 
 def _config(model: Path, **kw) -> TrainConfig:
@@ -126,11 +126,11 @@ def test_autocast_mode_and_sdpa_remain_selectable(tiny_bert, mixture, tmp_path):
     run = train_reward_model(cfg, mixture_path=mixture, output_dir=tmp_path / "a")
     assert run.metrics["train/loss"] > 0
     model = load_reward_model(tiny_bert)
-    from rmcore.train import _set_attention
+    from rmcore.train.setup import set_attention
 
-    _set_attention(model, _config(tiny_bert), torch.device("cpu"), bf16=True)
+    set_attention(model, _config(tiny_bert), torch.device("cpu"), bf16=True)
     assert model.hf.config._attn_implementation == "eager"  # auto, bf16 on CPU
-    _set_attention(model, _config(tiny_bert), torch.device("cpu"), bf16=False)
+    set_attention(model, _config(tiny_bert), torch.device("cpu"), bf16=False)
     assert model.hf.config._attn_implementation == "sdpa"  # auto, fp32 on CPU
-    _set_attention(model, replace(_config(tiny_bert), attn_implementation="eager"), torch.device("cpu"), False)
+    set_attention(model, replace(_config(tiny_bert), attn_implementation="eager"), torch.device("cpu"), False)
     assert model.hf.config._attn_implementation == "eager"  # an explicit choice wins

@@ -11,8 +11,8 @@ import pytest
 from data_contracts import PAIRS, ContractError, validate
 from rmcore import io
 from rmcore.config import ConfigError, from_mapping
-from rmcore.mixtures import CleanedInput, MixtureConfig, SourceSpec, materialise_mixture
-from rmcore.stats import conversation_lengths, stats_markdown, stats_row
+from rmcore.data.mixtures import CleanedInput, MixtureConfig, SourceSpec, materialise_mixture
+from rmcore.data.stats import conversation_lengths, stats_markdown, stats_row
 
 
 def _pairs(source: str, n: int, answer_words: tuple[int, int] = (3, 2)) -> pa.Table:

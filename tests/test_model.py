@@ -8,9 +8,9 @@ import pytest
 import torch
 from tiny import build_tiny_model_dir
 
-from rmcore.batching import pair_rewards
-from rmcore.data import collate_pairs, encode_conversation
+from rmcore.encoding import collate_pairs, encode_conversation
 from rmcore.model import load_reward_model
+from rmcore.train.batching import pair_rewards
 
 PROMPT = [{"role": "user", "content": "please help with my question"}]
 CHOSEN = PROMPT + [{"role": "assistant", "content": "sure , here is a good answer"}]

@@ -1,4 +1,4 @@
-"""The packed encoder pass (rmcore.packed_encoder): same rewards and gradients as the stock
+"""The packed encoder pass (rmcore.train.packed_encoder): same rewards and gradients as the stock
 forward run group by group, used by training only where it is exact, off on request."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from tiny import build_tiny_model_dir
 from train_helpers import tiny_config, toy_pairs, write_mixture
 
 from rmcore.model import load_reward_model
-from rmcore.packed_encoder import unsupported_reason
 from rmcore.train import ListSink, disable_dropout, train_reward_model
-from rmcore.train_config import TrainConfig
+from rmcore.train.config import TrainConfig
+from rmcore.train.packed_encoder import unsupported_reason
 
 
 def _groups(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmcore.io import digest_strings
-from rmcore.pairing import (
+from rmcore.data.pairing import (
     EQUAL_SCORES,
     NOT_SELECTED,
     SAME_TEXT,
@@ -26,6 +25,7 @@ from rmcore.pairing import (
     pairs_best_vs_random,
     single_turn_pair_ids,
 )
+from rmcore.io import digest_strings
 
 
 def test_pair_id_is_digest_of_source_and_canonical_json() -> None:

@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    from rmcore.sample_data import write_sample_mirror
-    from rmcore.sample_rewardbench import write_rewardbench_sample
+    from rmcore.data.sample_data import write_sample_mirror
+    from rmcore.data.sample_rewardbench import write_rewardbench_sample
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     model = build_tiny_model_dir(tmp_path / "tiny")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from rmcore.data.sample_data import is_generated, write_sample_mirror
+from rmcore.data.sources import SOURCE_NAMES, CleanOptions, clean_source
 from rmcore.io import file_sha256
-from rmcore.sample_data import is_generated, write_sample_mirror
-from rmcore.sources import SOURCE_NAMES, CleanOptions, clean_source
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_chosen_is_on_topic_not_longer(sample: Path) -> None:
     pairs = clean_source("hh-rlhf/helpful-base", "train", CleanOptions(), sample).pairs.to_pylist()
     longer = sum(len(p["chosen"][-1]["content"]) > len(p["rejected"][-1]["content"]) for p in pairs)
     assert 0.2 < longer / len(pairs) < 0.8  # length alone does not give the answer away
-    from rmcore.sample_data import TOPICS
+    from rmcore.data.sample_data import TOPICS
 
     def on_topic(p: dict) -> int:
         topic = next(t for t in TOPICS if t in p["prompt"][-1]["content"])

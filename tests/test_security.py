@@ -79,7 +79,7 @@ def custom_code_model(root: Path, *, model_type: str) -> tuple[Path, Path]:
 def test_custom_model_code_never_runs_without_trust(tmp_path: Path) -> None:
     from rmcore.model import load_reward_model
     from rmcore.train import train_reward_model
-    from rmcore.train_config import TrainConfig
+    from rmcore.train.config import TrainConfig
 
     # A model type transformers does not know: refused, naming the fix.
     unknown, marker = custom_code_model(tmp_path, model_type="rmflow_custom")
@@ -196,9 +196,9 @@ def test_with_both_formats_safetensors_load_and_the_pickle_is_never_opened(tmp_p
 def test_resume_refuses_a_tampered_training_state(tmp_path: Path) -> None:
     from train_helpers import toy_pairs, write_mixture
 
-    from rmcore.checkpoint import latest_checkpoint
     from rmcore.train import train_reward_model
-    from rmcore.train_config import TrainConfig
+    from rmcore.train.checkpoint import latest_checkpoint
+    from rmcore.train.config import TrainConfig
 
     tiny = build_tiny_model_dir(tmp_path / "tiny")
     mixture = write_mixture(tmp_path / "mix.parquet", toy_pairs(24))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from rmcore.sources import CleanOptions
-from rmcore.sources.capybara import Capybara
-from rmcore.sources.orca import Orca
-from rmcore.sources.pku_saferlhf import PKU_SAFERLHF, PKU_SAFERLHF_30K
+from rmcore.data.sources import CleanOptions
+from rmcore.data.sources.capybara import Capybara
+from rmcore.data.sources.orca import Orca
+from rmcore.data.sources.pku_saferlhf import PKU_SAFERLHF, PKU_SAFERLHF_30K
 
 
 def _user(t: str) -> dict:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from rmcore.sources import CleanOptions
-from rmcore.sources.helpsteer import HelpSteer
+from rmcore.data.sources import CleanOptions
+from rmcore.data.sources.helpsteer import HelpSteer
 
 
 def hs(prompt: str, response: str, helpfulness: float | None, correctness: float) -> dict:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from rmcore.pairing import pair_id
-from rmcore.sources import CleanOptions
-from rmcore.sources.hh_rlhf import HHRLHF, SUBSETS, pair_from_transcripts, parse_transcript
-from rmcore.sources.registry import clean_source
-from rmcore.sources.tables import Quarantine
+from rmcore.data.pairing import pair_id
+from rmcore.data.sources import CleanOptions
+from rmcore.data.sources.hh_rlhf import HHRLHF, SUBSETS, pair_from_transcripts, parse_transcript
+from rmcore.data.sources.registry import clean_source
+from rmcore.data.sources.tables import Quarantine
 
 H, A = "\n\nHuman: ", "\n\nAssistant: "
 

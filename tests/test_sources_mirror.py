@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rmcore.sources import (
+from rmcore.data.sources import (
     SOURCE_NAMES,
     AccountingError,
     CleanOptions,
@@ -20,7 +20,7 @@ from rmcore.sources import (
     get_adapter,
     read_raw,
 )
-from rmcore.sources.tables import SOURCE_ROW, quarantine_table
+from rmcore.data.sources.tables import SOURCE_ROW, quarantine_table
 
 GOOD = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: No"}
 

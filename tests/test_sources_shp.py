@@ -6,8 +6,8 @@ import math
 
 import pyarrow as pa
 
-from rmcore.sources import CleanOptions
-from rmcore.sources.shp import SHP
+from rmcore.data.sources import CleanOptions
+from rmcore.data.sources.shp import SHP
 
 
 def shp_row(post: str, a: str, b: str, labels: int | None, ratio: float, history: str | None = "Q?") -> dict:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from rmcore.pairing import pair_id
-from rmcore.sources import CleanOptions
-from rmcore.sources.ultrafeedback import UltraFeedback
+from rmcore.data.pairing import pair_id
+from rmcore.data.sources import CleanOptions
+from rmcore.data.sources.ultrafeedback import UltraFeedback
 
 
 def completion(response: str, ratings: tuple[str, str, str, str]) -> dict:

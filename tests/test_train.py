@@ -13,7 +13,7 @@ from train_helpers import tiny_config, toy_pairs, write_mixture
 from rmcore.config import ConfigError, from_mapping
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, lr_factor, train_reward_model
-from rmcore.train_config import TrainConfig, load_train_config
+from rmcore.train.config import TrainConfig, load_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 

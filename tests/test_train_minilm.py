@@ -8,7 +8,7 @@ import pytest
 from train_helpers import hh_pairs, write_mixture
 
 from rmcore.train import ListSink, train_reward_model
-from rmcore.train_config import TrainConfig
+from rmcore.train.config import TrainConfig
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Helpers for training tests: small mixture Parquet files, real hh-rlhf pairs parsed here.
 
-The hh-rlhf parsing below is deliberately independent of ``rmcore.sources`` (built in
+The hh-rlhf parsing below is deliberately independent of ``rmcore.data.sources`` (built in
 parallel): a transcript ``\\n\\nHuman: ...\\n\\nAssistant: ...`` becomes a message list.
 """
 
@@ -29,7 +29,7 @@ covers ``bf16: auto``)."""
 
 def tiny_config(model: Path, **overrides):
     """A TrainConfig for a tiny model folder: ``TINY_TRAINING`` with ``overrides``."""
-    from rmcore.train_config import TrainConfig
+    from rmcore.train.config import TrainConfig
 
     return TrainConfig(**{"model": str(model), **TINY_TRAINING, **overrides})
 

@@ -21,7 +21,7 @@ PAIRINGS = ("best-vs-random", "all-pairs")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rmcore.sources.registry import SOURCE_NAMES
+    from rmcore.data.sources.registry import SOURCE_NAMES
 
     p = sub.add_parser(
         "clean",
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _data_dir(value: str | None) -> tuple[Path | None, str]:
-    from rmcore.sample_data import is_generated
+    from rmcore.data.sample_data import is_generated
 
     chosen = value or os.environ.get("RMFLOW_DATA_DIR")
     if not chosen or chosen == HUB:
@@ -70,7 +70,7 @@ def _data_dir(value: str | None) -> tuple[Path | None, str]:
 def run(args: argparse.Namespace) -> dict:
     from data_contracts.schemas import PAIRS, QUARANTINE
     from rmcore import io
-    from rmcore.sources import CleanOptions, clean_source
+    from rmcore.data.sources import CleanOptions, clean_source
 
     if args.per_prompt is not None and args.per_prompt < 1:
         raise ValueError(f"--per-prompt must be >= 1, got {args.per_prompt}")

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a reward model from a mixture Parquet (deployments/train/*.yaml)",
         description=(
-            "Train a Bradley-Terry reward model as CONFIG says (a YAML of rmcore.train_config.TrainConfig "
+            "Train a Bradley-Terry reward model as CONFIG says (a YAML of rmcore.train.config.TrainConfig "
             "keys; it may also name `mixture:`). Resumes from the newest checkpoint in --out unless "
             "--no-resume. Prints the final metrics; the model is written to OUT/model."
         ),
@@ -29,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from rmcore.config import ConfigError, allowed_roots, config_hash, confined_path, from_mapping, load_yaml
-    from rmcore.distributed import is_main
     from rmcore.recipe import check_train_paths
     from rmcore.train import LoggingSink, train_reward_model
-    from rmcore.train_config import TrainConfig
+    from rmcore.train.config import TrainConfig
+    from rmcore.train.distributed import is_main
 
     data = load_yaml(args.config)
     # Files CONFIG names for reading settings or data stay inside these folders; a local model

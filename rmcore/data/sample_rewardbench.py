@@ -22,7 +22,7 @@ RELATIVE_PATH = Path("allenai/reward-bench/data/filtered-00000-of-00001.parquet"
 def _rows_for(subset: str, n: int, start_id: int, seed: int) -> list[dict]:
     """Same signal as the generated training data: on-topic steps beat borrowed ones,
     and for the refusal subsets a refusal beats a compliant answer."""
-    from rmcore.sample_data import HARMS, _Gen
+    from rmcore.data.sample_data import HARMS, _Gen
 
     g = _Gen(random.Random(f"{seed}/rewardbench/{subset}"))
     refuse = subset.startswith(("refusals", "xstest-should-refuse", "donotanswer"))

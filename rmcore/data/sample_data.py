@@ -354,8 +354,8 @@ def write_sample_mirror(out_dir: Path, *, rows_per_source: int = 2000, seed: int
     split the hub does not have), so ``--data-dir out_dir`` reads them.
     Deterministic for a seed. Returns ``out_dir``.
     """
-    from rmcore.sources.mirror import mirror_patterns
-    from rmcore.sources.registry import SOURCE_NAMES, get_adapter
+    from rmcore.data.sources.mirror import mirror_patterns
+    from rmcore.data.sources.registry import SOURCE_NAMES, get_adapter
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -370,7 +370,7 @@ def write_sample_mirror(out_dir: Path, *, rows_per_source: int = 2000, seed: int
             written.append(f"| {name} | {split} | {adapter.hub_id}/{rel} | {n} |")
     (out_dir / MARKER).write_text(
         "# GENERATED sample data - not real preference data\n\n"
-        "Written by `rmcore.sample_data.write_sample_mirror` "
+        "Written by `rmcore.data.sample_data.write_sample_mirror` "
         f"(rows_per_source={rows_per_source}, seed={seed}) for the offline demo. Every row is synthetic: "
         "a good answer's steps match the prompt's topic, a worse answer borrows steps from other topics; "
         "safety rows pair a refusal with a compliant answer. Results on it say nothing about real data.\n\n"

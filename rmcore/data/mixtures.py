@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 from data_contracts import MIXTURE, validate
 from rmcore import io
 from rmcore.config import ConfigError, config_hash, to_dict
+from rmcore.data.sources.base import CleanOptions, Pairing
+from rmcore.data.stats import stats_markdown, stats_row, total_row
 from rmcore.fingerprint import rmcore_fingerprint
-from rmcore.sources.base import CleanOptions, Pairing
-from rmcore.stats import stats_markdown, stats_row, total_row
 
 log = logging.getLogger(__name__)
 

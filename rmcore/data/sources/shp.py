@@ -18,9 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.pairing import ALL_PAIRS
-from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import Drop, Quarantine, clean_rows, require_number, require_str, single_turn
+from rmcore.data.pairing import ALL_PAIRS
+from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_number, require_str, single_turn
 
 RULES = ("chosen_equals_rejected", "score_ratio_le_2", "per_prompt_cap")
 

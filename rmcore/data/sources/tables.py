@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_contracts.schemas import PAIRS, QUARANTINE
-from rmcore.pairing import PER_PROMPT_CAP, canonical_json, cap_per_group, group_codes, pair_id
-from rmcore.sources.base import CleanOptions, CleanResult
+from rmcore.data.pairing import PER_PROMPT_CAP, canonical_json, cap_per_group, group_codes, pair_id
+from rmcore.data.sources.base import CleanOptions, CleanResult
 
 SOURCE_ROW = "__source_row__"
 """Column ``read_raw`` adds: the row's number in the raw input (files in sorted order, 0-based)."""
@@ -242,7 +242,7 @@ def single_turn_pairs_table(
     ``answers[rejected[i]]`` its two answers, ``scores`` indexed like ``answers``.
     Ids equal ``pairing.pair_id`` on the same messages.
     """
-    from rmcore.pairing import json_escape, single_turn_pair_ids
+    from rmcore.data.pairing import json_escape, single_turn_pair_ids
 
     chunks = []
     for lo in range(0, max(len(chosen), 1), _CHUNK_PAIRS):

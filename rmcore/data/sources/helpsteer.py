@@ -3,7 +3,7 @@
 Rows: ``prompt, response, helpfulness, correctness, coherence, complexity, verbosity``.
 Score = mean(helpfulness, correctness). Responses are grouped by identical prompt text
 (groups in order of first appearance, responses in row order); pairing as in
-rmcore.pairing: v1 best vs one random other, v2 all pairs; equal scores dropped.
+rmcore.data.pairing: v1 best vs one random other, v2 all pairs; equal scores dropped.
 Accounting per candidate comparison (``unit = "candidate"``): a prompt with a single
 response is one unit ``single_response_prompt``; rows with a missing text or a
 missing/NaN helpfulness or correctness are quarantined (one unit each). A pair's
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rmcore.pairing import (
+from rmcore.data.pairing import (
     BEST_VS_RANDOM,
     EQUAL_SCORES,
     NOT_SELECTED,
@@ -28,8 +28,8 @@ from rmcore.pairing import (
     group_codes,
     pair_groups,
 )
-from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import (
+from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.tables import (
     quarantine_table,
     raw_json,
     row_numbers,

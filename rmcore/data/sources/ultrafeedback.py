@@ -5,7 +5,7 @@ Rows: ``source, instruction, models, completions[]`` with each completion holdin
 fine-grained_score`` and ``annotations`` = {``instruction_following``, ``honesty``,
 ``truthfulness``, ``helpfulness``} each a struct with ``Rating`` (a string "1".."5" or
 "N/A") and ``Rationale``. Score of a completion = mean of its numeric ratings ("N/A"
-skipped; none numeric = unrated). Pairing (rmcore.pairing): v1 best vs one random
+skipped; none numeric = unrated). Pairing (rmcore.data.pairing): v1 best vs one random
 other, v2 all pairs; chosen = higher score; equal scores dropped. Accounting is per
 candidate comparison (``unit = "candidate"``): rows with < 2 completions are one unit
 ``fewer_than_two_completions``; rows with a missing instruction/response or a rating
@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rmcore.pairing import (
+from rmcore.data.pairing import (
     BEST_VS_RANDOM,
     EQUAL_SCORES,
     NOT_SELECTED,
@@ -33,8 +33,8 @@ from rmcore.pairing import (
     pairs_all,
     pairs_best_vs_random,
 )
-from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import (
+from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.tables import (
     quarantine_table,
     raw_json,
     row_numbers,

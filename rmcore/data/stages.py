@@ -15,16 +15,16 @@ import pyarrow as pa
 
 from data_contracts import PAIRS, QUARANTINE, RAW_MANIFEST, validate
 from rmcore import io
-from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.stats import stats_row
+from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.stats import stats_row
 
 log = logging.getLogger(__name__)
 
 
 def source_files(source: str, split: str, data_dir: Path) -> list[Path]:
     """The mirror files of one source split (``<data_dir>/<hub id>/<pattern>``); [] if absent."""
-    from rmcore.sources.mirror import SourceNotFound, find_mirror_files
-    from rmcore.sources.registry import get_adapter
+    from rmcore.data.sources.mirror import SourceNotFound, find_mirror_files
+    from rmcore.data.sources.registry import get_adapter
 
     try:
         return find_mirror_files(get_adapter(source), split, Path(data_dir))
@@ -34,7 +34,7 @@ def source_files(source: str, split: str, data_dir: Path) -> list[Path]:
 
 def source_fingerprint(source: str, split: str, data_dir: Path | None) -> str:
     """Content digest of a source split's input: the mirror files' bytes, or hub id @ revision."""
-    from rmcore.sources.registry import get_adapter
+    from rmcore.data.sources.registry import get_adapter
 
     adapter = get_adapter(source)
     if data_dir is None:
@@ -55,8 +55,8 @@ def download_source(
     ``publish_dir``: the folder ``out_dir`` (a temp build folder) is renamed to once complete; the
     manifest's ``output`` names the raw.parquet there, not in the temp folder. Default ``out_dir``.
     """
-    from rmcore.sources.mirror import read_raw
-    from rmcore.sources.registry import get_adapter
+    from rmcore.data.sources.mirror import read_raw
+    from rmcore.data.sources.registry import get_adapter
 
     adapter = get_adapter(source)
     raw = read_raw(adapter, split, data_dir)
@@ -132,7 +132,7 @@ def retry_can_help(error: BaseException) -> bool:
     raised by itself). A SourceNotFound wrapping another error (the hub loader's connection reset,
     a truncated transfer) and every other error are treated as transient.
     """
-    from rmcore.sources.mirror import CorruptSourceFile, SourceNotFound
+    from rmcore.data.sources.mirror import CorruptSourceFile, SourceNotFound
 
     if isinstance(error, (CorruptSourceFile, ChecksumMismatch)):
         return False
@@ -160,7 +160,7 @@ def clean_downloaded(
 
     ``publish_dir`` as in ``download_source``: the summary names the files where they will be read.
     """
-    from rmcore.sources.registry import get_adapter
+    from rmcore.data.sources.registry import get_adapter
 
     adapter = get_adapter(source)
     verify_download(raw_dir)

@@ -1,6 +1,6 @@
 """One encoder pass over all length groups of a micro-batch (BERT encoders, mean pooling).
 
-A micro-batch is split into length groups to keep padding low (rmcore.batching); run one by
+A micro-batch is split into length groups to keep padding low (rmcore.train.batching); run one by
 one, every group pays its own pass through each layer, and groups of a few short sequences
 make small matrices: on a 2-core CPU a BERT layer runs about 25% slower per token at 500
 rows than at 2,000 (bench/RESULTS.md). Everything in a BERT layer except the attention
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rmcore.embedding_grad import lookup_rows
+from rmcore.train.embedding_grad import lookup_rows
 
 Groups = list[tuple[torch.Tensor, torch.Tensor]]
 

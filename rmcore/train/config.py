@@ -15,7 +15,7 @@ from rmcore.config import ConfigError, from_mapping, load_yaml
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Options of the Bradley-Terry loss (``rmcore.loss.bradley_terry_loss``)."""
+    """Options of the Bradley-Terry loss (``rmcore.train.loss.bradley_terry_loss``)."""
 
     margin: Literal["none", "score_gap"] = "none"
     """``score_gap``: per-pair margin ``margin_scale * (chosen_score - rejected_score)`` (0 if unscored)."""
@@ -76,11 +76,11 @@ class TrainConfig:
     eager, less memory); the model's default on GPU (bench/RESULTS.md)."""
     packed_encoder: Literal["auto", "off"] = "auto"
     """"auto": the length groups of a micro-batch share one encoder pass (only attention runs
-    per group; rmcore/packed_encoder.py) when the backbone is a BERT encoder with mean pooling
+    per group; rmcore/train/packed_encoder.py) when the backbone is a BERT encoder with mean pooling
     and training runs without DeepSpeed; any other model, or "off", runs the stock forward."""
     malloc_tuning: Literal["auto", "off"] = "auto"
     """"auto": on CPU (Linux, glibc), freed memory stays in the process while training instead
-    of going back to the kernel after every step (rmcore/cpu_memory.py); "off": glibc defaults."""
+    of going back to the kernel after every step (rmcore/train/cpu_memory.py); "off": glibc defaults."""
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     """"auto": on with a GPU, off on CPU."""
     dropout: bool = False

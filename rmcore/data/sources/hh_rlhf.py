@@ -23,8 +23,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import Drop, Message, Quarantine, clean_rows, require_str
+from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.tables import Drop, Message, Quarantine, clean_rows, require_str
 
 SUBSETS = ("helpful-base", "helpful-rejection-sampled", "helpful-online", "harmless-base")
 HUB_ID = "Anthropic/hh-rlhf"

@@ -119,7 +119,7 @@ def save_deepspeed_checkpoint(
     (``root`` must be on a file system all ranks share); rank 0 alone creates the folder,
     writes ``trainer_state.json`` and publishes it by rename once all shards are written.
     """
-    from rmcore import distributed as dist
+    from rmcore.train import distributed as dist
 
     final = checkpoint_dir(root, step)
     tmp = root / f".tmp-step-{step:07d}"

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from rmcore.model import RewardModel
-from rmcore.train import TorchEngine
-from rmcore.train_config import TrainConfig
+from rmcore.train.config import TrainConfig
+from rmcore.train.engines import TorchEngine
 
 
 def bf16_working_copy(model: RewardModel) -> RewardModel:

@@ -163,7 +163,7 @@ class PairBatch:
 
     With ``max_groups=1`` there is one group: the classic right-padded [2B, T] tensor
     (``input_ids``/``attention_mask``). With more groups the sequences are padded in
-    length-sorted sub-batches (see ``rmcore.batching``); ``pair_rewards`` restores the order.
+    length-sorted sub-batches (see ``rmcore.train.batching``); ``pair_rewards`` restores the order.
     """
 
     groups: list[SeqGroup]
@@ -186,7 +186,7 @@ class PairBatch:
 
     def _single(self) -> SeqGroup:
         if len(self.groups) != 1:
-            raise ValueError("this batch is split into length groups; use rmcore.batching.pair_rewards")
+            raise ValueError("this batch is split into length groups; use rmcore.train.batching.pair_rewards")
         return self.groups[0]
 
 
@@ -210,7 +210,7 @@ def collate_pairs(
     group_overhead: int = 32,
 ) -> PairBatch:
     """Right-pad chosen + rejected sequences (chosen block first), optionally in length groups."""
-    from rmcore.batching import length_groups
+    from rmcore.train.batching import length_groups
 
     if len(chosen) != len(rejected) or not chosen:
         raise ValueError(

@@ -9,22 +9,22 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rmcore.sources.base import CleanOptions, CleanResult, SourceAdapter
-from rmcore.sources.capybara import Capybara
-from rmcore.sources.helpsteer import HelpSteer
-from rmcore.sources.hh_rlhf import HHRLHF, SUBSETS
-from rmcore.sources.mirror import (
+from rmcore.data.sources.base import CleanOptions, CleanResult, SourceAdapter
+from rmcore.data.sources.capybara import Capybara
+from rmcore.data.sources.helpsteer import HelpSteer
+from rmcore.data.sources.hh_rlhf import HHRLHF, SUBSETS
+from rmcore.data.sources.mirror import (
     find_mirror_files,
     full_rows_json,
     iter_parquet_batches,
     parquet_rows,
     read_raw,
 )
-from rmcore.sources.orca import Orca
-from rmcore.sources.pku_saferlhf import PKU_SAFERLHF, PKU_SAFERLHF_30K
-from rmcore.sources.shp import SHP
-from rmcore.sources.tables import quarantine_table
-from rmcore.sources.ultrafeedback import UltraFeedback
+from rmcore.data.sources.orca import Orca
+from rmcore.data.sources.pku_saferlhf import PKU_SAFERLHF, PKU_SAFERLHF_30K
+from rmcore.data.sources.shp import SHP
+from rmcore.data.sources.tables import quarantine_table
+from rmcore.data.sources.ultrafeedback import UltraFeedback
 
 log = logging.getLogger(__name__)
 

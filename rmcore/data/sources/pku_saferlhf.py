@@ -14,8 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import Drop, Quarantine, clean_rows, require_str, single_turn
+from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_str, single_turn
 
 RULES = ("chosen_equals_rejected",)
 

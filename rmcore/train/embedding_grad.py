@@ -30,7 +30,12 @@ class RowGradBuffer:
         if weight.grad is not None:
             return weight.grad
         buf = self.buffer
-        if buf is None or buf.shape != weight.shape or buf.dtype != weight.dtype or buf.device != weight.device:
+        if (
+            buf is None
+            or buf.shape != weight.shape
+            or buf.dtype != weight.dtype
+            or buf.device != weight.device
+        ):
             buf = self.buffer = torch.zeros_like(weight)
         elif self.dirty:
             buf.index_fill_(0, torch.cat(self.dirty).unique(), 0)
@@ -65,7 +70,11 @@ def lookup_rows(embedding: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tenso
     Falls back to the stock module when the weight needs no gradient or the module has
     options this lookup does not implement (max_norm, sparse gradients)."""
     weight = embedding.weight
-    if not (torch.is_grad_enabled() and weight.requires_grad) or embedding.max_norm is not None or embedding.sparse:
+    if (
+        not (torch.is_grad_enabled() and weight.requires_grad)
+        or embedding.max_norm is not None
+        or embedding.sparse
+    ):
         return embedding(ids)
     rows = embedding.__dict__.get("_rmflow_row_grad")
     if rows is None:

@@ -27,8 +27,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rmcore.sources.base import SourceAdapter
-from rmcore.sources.tables import SOURCE_ROW
+from rmcore.data.sources.base import SourceAdapter
+from rmcore.data.sources.tables import SOURCE_ROW
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ def full_rows_json(files: list[str], rows: set[int]) -> dict[int, str]:
 
     Used after a projected read, so quarantined rows still carry every original field.
     """
-    from rmcore.sources.tables import raw_json
+    from rmcore.data.sources.tables import raw_json
 
     found: dict[int, str] = {}
     start = 0

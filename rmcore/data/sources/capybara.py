@@ -15,8 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.sources.base import CleanOptions, CleanResult
-from rmcore.sources.tables import Drop, Quarantine, clean_rows, require_messages, require_number
+from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_messages, require_number
 
 RULES = ("chosen_equals_rejected", "equal_scores", "chosen_rated_lower")
 

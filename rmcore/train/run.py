@@ -1,0 +1,158 @@
+"""Bradley-Terry reward-model training: one loop, plain PyTorch or DeepSpeed underneath.
+
+``train_reward_model(config, mixture_path=..., output_dir=...)`` reads a mixture Parquet
+(MIXTURE contract), encodes the pairs, trains with AdamW + warmup/cosine + gradient
+accumulation + clipping, logs metrics through a ``MetricsSink``, checkpoints, and writes
+the final reward model as a plain HF folder under ``output_dir/model``.
+
+Layout of ``output_dir``: ``model/`` (final), ``checkpoints/step-N/``, ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rmcore.config import ConfigError
+from rmcore.io import write_json
+from rmcore.precision import Probe
+from rmcore.train import distributed as dist
+from rmcore.train.backbone import disable_dropout, load_model
+from rmcore.train.checkpoint import latest_checkpoint
+from rmcore.train.config import TrainConfig
+from rmcore.train.cpu_memory import retain_freed_memory
+from rmcore.train.loop import Loop
+from rmcore.train.pairs import load_mixture_pairs
+from rmcore.train.setup import make_engine, set_attention, set_packing, training_precision
+from rmcore.train.sinks import LoggingSink, MetricsSink
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict[str, float]
+    steps: int
+    checkpoints_dir: Path
+    tokens_per_s: float
+    padding_efficiency: float
+    data: dict[str, int] = field(default_factory=dict)
+    """Pair counts: train/eval pairs, truncated sequences, dropped pairs."""
+    real_tokens: int = 0
+    """Real tokens trained on, summed over all ranks."""
+    seen_pairs: list[int] = field(default_factory=list)
+    """Train-pair indices this process trained on, in order (its data shard when W > 1)."""
+    step_seconds: float = 0.0
+    """Wall time of the optimizer steps (what tokens_per_s divides by)."""
+    step_cpu_seconds: float = 0.0
+    """Process CPU time of the same steps (all threads)."""
+    precision: dict[str, Any] = field(default_factory=dict)
+    """The dtype the run computed in and why (``rmcore.precision.Precision.to_dict``)."""
+
+
+def train_reward_model(
+    config: TrainConfig,
+    *,
+    mixture_path: Path,
+    output_dir: Path,
+    sink: MetricsSink | None = None,
+    resume: bool = True,
+    precision_probe: Probe | None = None,
+) -> TrainResult:
+    """Train a Bradley-Terry reward model on a mixture; return where the model is and how it did.
+
+    With ``config.deepspeed`` the same loop runs through ``deepspeed.initialize`` (ZeRO
+    1/2/3); otherwise plain PyTorch. ``resume`` continues from the newest checkpoint under
+    ``output_dir/checkpoints`` made with the same config. ``precision_probe`` replaces the
+    CPU's bf16-vs-fp32 measurement behind ``bf16: auto`` (tests).
+
+    Under a launcher with WORLD_SIZE > 1 (DeepSpeed only) each rank trains on its share of
+    every global batch (``rmcore.train.distributed``); metrics are global, only rank 0 logs them
+    to ``sink`` and writes the model and metrics.json; every rank returns the same paths.
+    """
+    if dist.launched_world_size() > 1 and not config.deepspeed:
+        raise ConfigError(
+            f"launched with WORLD_SIZE={dist.launched_world_size()} but the config sets no `deepspeed:`; "
+            "multi-process training runs through DeepSpeed: set deepspeed: deployments/deepspeed/zero2.json"
+        )
+    linear = torch.nn.functional.linear
+    on_cpu = config.malloc_tuning == "auto" and not torch.cuda.is_available()
+    try:
+        with retain_freed_memory(on_cpu):
+            return _train(config, mixture_path, output_dir, sink, resume, precision_probe)
+    finally:
+        # DeepSpeed ZeRO-3 replaces torch.nn.functional.linear process-wide ("this will persist
+        # unless manually reset"); put it back so later work in this process (another training
+        # in a Prefect worker, scoring) runs stock torch and gives the same numbers.
+        torch.nn.functional.linear = linear
+
+
+def _train(
+    config: TrainConfig,
+    mixture_path: Path,
+    output_dir: Path,
+    sink: MetricsSink | None,
+    resume: bool,
+    probe: Probe | None = None,
+) -> TrainResult:
+    output_dir, sink = Path(output_dir), sink or LoggingSink()
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(config)
+    precision = training_precision(config, model, device, probe)
+    bf16 = precision.bf16
+    set_attention(model, config, device, bf16)
+    train_pairs, eval_pairs = load_mixture_pairs(config, Path(mixture_path), model.tokenizer)
+    if not config.dropout:
+        disable_dropout(model)
+    if config.gradient_checkpointing is True or (
+        config.gradient_checkpointing == "auto" and device.type == "cuda"
+    ):
+        enable = getattr(model.hf, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+        (enable or model.hf.gradient_checkpointing_enable)()
+    model.to(device).train()
+    per_epoch = math.ceil(len(train_pairs) / config.global_batch)
+    total = (
+        per_epoch * config.epochs
+        if config.max_steps is None
+        else min(config.max_steps, per_epoch * config.epochs)
+    )
+    set_packing(model, config)
+    engine = make_engine(config, model, total, bf16, device)
+    if not dist.is_main():
+        sink = dist.NullSink()  # rank 0 logs the global (all-reduced) metrics
+    loop = Loop(config, engine, train_pairs, eval_pairs, sink, device, total, bf16)
+    ckpt_root = output_dir / "checkpoints"
+    found = latest_checkpoint(ckpt_root, config_hash=loop.hash) if resume else None
+    state = engine.restore(found) if found is not None else {"step": 0}
+    loop.last_checkpoint, loop.last_train = found, state.get("train_metrics", {})
+    start = state["step"]
+    loop.run(start, ckpt_root)
+    eval_metrics, norm = loop.evaluate()  # every rank (ZeRO-3 forwards are collective), same result
+    metrics = {**loop.last_train, **eval_metrics}
+    model_dir = output_dir / "model"
+    if dist.is_main():
+        final = engine.export(ckpt_root, loop.last_checkpoint)
+        model_dir = final.save(model_dir, norm_stats=norm)
+        write_json(
+            {"metrics": metrics, "data": loop.data_stats, "steps": total, "precision": precision.to_dict()},
+            output_dir / "metrics.json",
+        )
+    dist.barrier()  # the model folder exists for every rank once this returns
+    return TrainResult(
+        model_dir=model_dir,
+        metrics=metrics,
+        steps=total,
+        checkpoints_dir=ckpt_root,
+        tokens_per_s=loop.totals.real / max(loop.totals.seconds, 1e-9),
+        padding_efficiency=loop.totals.real / max(loop.totals.processed, 1),
+        data=loop.data_stats,
+        real_tokens=loop.totals.real,
+        seen_pairs=loop.seen_pairs,
+        step_seconds=loop.totals.seconds,
+        step_cpu_seconds=loop.cpu_seconds,
+        precision=precision.to_dict(),
+    )
