@@ -8,7 +8,7 @@ from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import run_evaluate, run_train
 from rmcore.recipe import require_train
-from tasks.registry import model_dir_digest
+from tracking.registry import model_dir_digest
 
 
 @flow(name="rmflow-evaluate", log_prints=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
+import tracking
 from flows.context import RunContext
 from rmcore import io
 from rmcore.config import config_hash
-from tasks import tracking
 from tasks.evaluate import evaluate_task
 from tasks.ranking import leaderboard_task
 from tasks.register import register_task

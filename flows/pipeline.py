@@ -6,11 +6,11 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+import tracking
 from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import run_evaluate, run_leaderboards, run_register, run_train, start_tracking
 from rmcore.recipe import require_train
-from tasks import tracking
 
 
 @flow(name="rmflow-pipeline", log_prints=True)

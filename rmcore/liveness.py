@@ -1,6 +1,6 @@
 """Who owns a piece of work on this machine, and whether that process still exists.
 
-Temp files (rmcore.io) and the MLflow runs of pipelines (tasks.orphan_runs) record the writer's
+Temp files (rmcore.io) and the MLflow runs of pipelines (tracking.orphan_runs) record the writer's
 pid and a digest of the host name; a later run removes or closes only what belongs to this host
 and to a process that no longer exists, never the work of a live concurrent run.
 """

@@ -49,7 +49,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
 def _check_sources(specs: tuple[SourceSpec, ...], where: str) -> None:
-    from rmcore.data.sources.registry import SOURCE_NAMES, get_adapter
+    from rmcore.data.sources.catalog import SOURCE_NAMES, get_adapter
 
     for i, spec in enumerate(specs):
         if spec.source not in SOURCE_NAMES:

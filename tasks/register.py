@@ -10,7 +10,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.logging import get_run_logger
 
-from tasks import registry, tracking
+import tracking
+from tracking import registry
 
 
 def existing_version(name: str, model_digest: str) -> int | None:

@@ -82,7 +82,7 @@ def train_task(
             partial = final.parent / f"{key}.partial"
             sink = LoggingSink()
             if mlflow_run_id:
-                from tasks.sinks import MlflowMetricsSink
+                from tracking.sinks import MlflowMetricsSink
 
                 sink = MlflowMetricsSink(mlflow_run_id)
             result = train_reward_model(

@@ -32,7 +32,7 @@ def direct_rewards(folder: Path, rows: list[dict]) -> list[float]:
     """Rewards of ``rows`` from the folder loaded with rmcore directly (no MLflow)."""
     from rmcore.model import load_reward_model
     from rmcore.scoring import score_conversations
-    from tasks.reward_pyfunc import rows_to_conversations
+    from tracking.reward_pyfunc import rows_to_conversations
 
     model = load_reward_model(folder)
     return [float(r) for r in score_conversations(model, rows_to_conversations(rows))]

@@ -52,7 +52,8 @@ def test_jsonl_on_stdin_prints_one_reward_per_line_and_json(folder, expected, ca
 
 
 def test_registry_uri_scores_like_the_folder(folder, expected, mlflow_uri, capsys, monkeypatch):
-    from tasks import registry, tracking
+    import tracking
+    from tracking import registry
 
     run_id = tracking.start_pipeline_run("cli", config=tracking.TrackingConfig(tracking_uri=mlflow_uri))
     version = registry.register_reward_model(

@@ -214,7 +214,7 @@ def test_runs_on_two_stores_in_one_process_register_each_in_its_own(
     second run's model versions to the first store (its runs are not there)."""
     import mlflow
 
-    from tasks import tracking
+    import tracking
 
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     for name in ("first", "second"):

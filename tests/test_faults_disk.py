@@ -109,7 +109,7 @@ def _import_everything(action: str) -> None:
     if action == "cli":
         names += ["rmflow.cli", "rmflow.commands.clean", "rmcore.data.sources", "data_contracts.schemas"]
     if action == "download_stage":
-        names += ["rmcore.data.sources.mirror", "rmcore.data.sources.registry", "rmcore.data.stages", "tasks.caching"]
+        names += ["rmcore.data.sources.mirror", "rmcore.data.sources.catalog", "rmcore.data.stages", "tasks.caching"]
     for name in names:
         importlib.import_module(name)
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("prefect", "mlflow", "tasks", "flows", "rmflow")
+FORBIDDEN = ("prefect", "mlflow", "tasks", "tracking", "flows", "rmflow")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -51,7 +51,7 @@ def test_importing_all_of_rmcore_loads_neither_prefect_nor_mlflow():
         "import importlib, pkgutil, sys, rmcore\n"
         "for m in pkgutil.walk_packages(rmcore.__path__, 'rmcore.'):\n"
         "    importlib.import_module(m.name)\n"
-        "print(sorted({n.split('.')[0] for n in sys.modules} & {'prefect', 'mlflow', 'tasks', 'flows', 'rmflow'}))\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'prefect', 'mlflow', 'tasks', 'tracking', 'flows', 'rmflow'}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
@@ -69,7 +69,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def import_graph(packages: tuple[str, ...] = ("rmcore", "tasks", "flows")) -> dict[str, set[str]]:
+def import_graph(packages: tuple[str, ...] = ("rmcore", "tasks", "tracking", "flows")) -> dict[str, set[str]]:
     """module -> project modules it imports (function-level imports included)."""
     files = {_module_name(p): p for pkg in packages for p in (REPO / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {}
@@ -107,7 +107,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_no_import_cycles_in_rmcore_tasks_and_flows():
+def test_no_import_cycles_in_rmcore_tasks_tracking_and_flows():
     assert find_cycle(import_graph()) is None
 
 
@@ -118,8 +118,20 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_file_in_the_library_tasks_or_flows_is_over_400_lines():
     long = {
         str(p.relative_to(REPO)): n
-        for pkg in ("rmcore", "tasks", "flows")
+        for pkg in ("rmcore", "tasks", "tracking", "flows")
         for p in (REPO / pkg).rglob("*.py")
         if (n := len(p.read_text().splitlines())) > 420
     }
     assert long == {}
+
+
+def test_only_the_task_layer_flows_and_the_cli_import_the_mlflow_adapters():
+    """tracking/ (MLflow) is used by tasks/ and flows/, and by the CLI's ``rmflow score
+    models:/...``; never by rmcore or data_contracts (they stay plain libraries)."""
+    users = {
+        str(p.relative_to(REPO)).split("/")[0]
+        for pkg in ("rmcore", "data_contracts", "tasks", "flows", "rmflow")
+        for p in (REPO / pkg).rglob("*.py")
+        if any(m.split(".")[0] == "tracking" for m in imported_modules(p))
+    }
+    assert users <= {"tasks", "flows", "rmflow"} and {"tasks", "flows"} <= users

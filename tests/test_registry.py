@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from mlflow_helpers import ROWS, direct_rewards, tiny_reward_dir
 
-from tasks import registry, tracking
+import tracking
+from tracking import registry
 
 NAME = "rmflow-reward"
 LINEAGE = {

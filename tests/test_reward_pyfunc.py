@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow_helpers import ROWS, direct_rewards, tiny_reward_dir
 
-from tasks.reward_pyfunc import row_to_conversation, rows_to_conversations
+from tracking.reward_pyfunc import row_to_conversation, rows_to_conversations
 
 USER_HI = {"role": "user", "content": "hi"}
 ASSISTANT_YO = {"role": "assistant", "content": "yo"}
@@ -54,7 +54,7 @@ def test_bad_rows_are_named():
 def test_saved_pyfunc_returns_the_folders_raw_rewards(tmp_path: Path, arch: str):
     import mlflow.pyfunc
 
-    from tasks.registry import pyfunc_model_kwargs
+    from tracking.registry import pyfunc_model_kwargs
 
     folder = tiny_reward_dir(tmp_path / "model", arch=arch)
     expected = direct_rewards(folder, ROWS)
@@ -89,7 +89,7 @@ def test_saved_pyfunc_brings_its_own_rmcore_to_a_fresh_process(tmp_path: Path):
 
     import mlflow.pyfunc
 
-    from tasks.registry import pyfunc_model_kwargs
+    from tracking.registry import pyfunc_model_kwargs
 
     folder = tiny_reward_dir(tmp_path / "model")
     saved = tmp_path / "pyfunc"

@@ -13,8 +13,8 @@ import pytest
 
 from rmcore.data.pairing import pair_id
 from rmcore.data.sources import CleanOptions
+from rmcore.data.sources.catalog import clean_source
 from rmcore.data.sources.hh_rlhf import HHRLHF, SUBSETS, pair_from_transcripts, parse_transcript
-from rmcore.data.sources.registry import clean_source
 from rmcore.data.sources.tables import Quarantine
 
 H, A = "\n\nHuman: ", "\n\nAssistant: "

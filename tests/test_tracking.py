@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+import tracking
 from data_contracts import MIXTURE
 from rmcore.io import table_digest, write_table
-from tasks import tracking
-from tasks.sinks import MlflowMetricsSink
+from tracking.sinks import MlflowMetricsSink
 
 # mlflow_uri: conftest's per-test SQLite store (a copy of a migrated template DB)
 
@@ -91,7 +91,7 @@ def test_runs_left_running_by_a_dead_pipeline_process_are_closed_as_killed(mlflo
     import subprocess
     import sys
 
-    from tasks.orphan_runs import HOST_TAG, PID_TAG
+    from tracking.orphan_runs import HOST_TAG, PID_TAG
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # its pid no longer exists

@@ -354,8 +354,8 @@ def write_sample_mirror(out_dir: Path, *, rows_per_source: int = 2000, seed: int
     split the hub does not have), so ``--data-dir out_dir`` reads them.
     Deterministic for a seed. Returns ``out_dir``.
     """
+    from rmcore.data.sources.catalog import SOURCE_NAMES, get_adapter
     from rmcore.data.sources.mirror import mirror_patterns
-    from rmcore.data.sources.registry import SOURCE_NAMES, get_adapter
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

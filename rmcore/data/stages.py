@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 def source_files(source: str, split: str, data_dir: Path) -> list[Path]:
     """The mirror files of one source split (``<data_dir>/<hub id>/<pattern>``); [] if absent."""
+    from rmcore.data.sources.catalog import get_adapter
     from rmcore.data.sources.mirror import SourceNotFound, find_mirror_files
-    from rmcore.data.sources.registry import get_adapter
 
     try:
         return find_mirror_files(get_adapter(source), split, Path(data_dir))
@@ -34,7 +34,7 @@ def source_files(source: str, split: str, data_dir: Path) -> list[Path]:
 
 def source_fingerprint(source: str, split: str, data_dir: Path | None) -> str:
     """Content digest of a source split's input: the mirror files' bytes, or hub id @ revision."""
-    from rmcore.data.sources.registry import get_adapter
+    from rmcore.data.sources.catalog import get_adapter
 
     adapter = get_adapter(source)
     if data_dir is None:
@@ -55,8 +55,8 @@ def download_source(
     ``publish_dir``: the folder ``out_dir`` (a temp build folder) is renamed to once complete; the
     manifest's ``output`` names the raw.parquet there, not in the temp folder. Default ``out_dir``.
     """
+    from rmcore.data.sources.catalog import get_adapter
     from rmcore.data.sources.mirror import read_raw
-    from rmcore.data.sources.registry import get_adapter
 
     adapter = get_adapter(source)
     raw = read_raw(adapter, split, data_dir)
@@ -160,7 +160,7 @@ def clean_downloaded(
 
     ``publish_dir`` as in ``download_source``: the summary names the files where they will be read.
     """
-    from rmcore.data.sources.registry import get_adapter
+    from rmcore.data.sources.catalog import get_adapter
 
     adapter = get_adapter(source)
     verify_download(raw_dir)

@@ -1,6 +1,6 @@
 """Where training metrics go: the ``MetricsSink`` protocol and two plain sinks.
 
-The task layer adds an MLflow sink (tasks/sinks.py); rmcore stays MLflow-free.
+The task layer adds an MLflow sink (tracking/sinks.py); rmcore stays MLflow-free.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ PAIRINGS = ("best-vs-random", "all-pairs")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from rmcore.data.sources.registry import SOURCE_NAMES
+    from rmcore.data.sources.catalog import SOURCE_NAMES
 
     p = sub.add_parser(
         "clean",

@@ -73,7 +73,7 @@ def is_model_uri(model: str) -> bool:
 def score_with_folder(folder: Path, rows: list[dict[str, Any]], *, batch_size: int, max_length: int | None) -> list[float]:
     from rmcore.model import load_reward_model
     from rmcore.scoring import score_conversations
-    from tasks.reward_pyfunc import rows_to_conversations
+    from tracking.reward_pyfunc import rows_to_conversations
 
     conversations = rows_to_conversations(rows)
     model = load_reward_model(folder, max_length=max_length)
@@ -83,8 +83,8 @@ def score_with_folder(folder: Path, rows: list[dict[str, Any]], *, batch_size: i
 def score_with_registry(uri: str, rows: list[dict[str, Any]], *, tracking_uri: str | None) -> list[float]:
     import mlflow.pyfunc
 
-    from tasks import tracking
-    from tasks.reward_pyfunc import rows_to_conversations
+    import tracking
+    from tracking.reward_pyfunc import rows_to_conversations
 
     rows_to_conversations(rows)  # validate input before loading the model
     tracking.configure(tracking.TrackingConfig(tracking_uri=tracking_uri))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from tasks import tracking
+import tracking
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,6 @@ import mlflow.models
 try:  # loading a logged model: the copy in its code/ directory is on sys.path
     from reward_pyfunc import RewardModelPyfunc
 except ImportError:  # logging from an rmflow checkout
-    from tasks.reward_pyfunc import RewardModelPyfunc
+    from tracking.reward_pyfunc import RewardModelPyfunc
 
 mlflow.models.set_model(RewardModelPyfunc())
