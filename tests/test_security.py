@@ -132,8 +132,8 @@ def test_trust_remote_code_is_recorded_on_the_mlflow_run(
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # undone after the test (MLflow exports both)
         monkeypatch.setenv(var, f"sqlite:///{tmp_path / 'mlflow.db'}")
     demo = load_recipe("demo")
-    assert "trust_remote_code" not in demo.train  # the shipped recipe leaves it off
-    trusted = replace(demo, train={**demo.train, "trust_remote_code": True})
+    assert demo.train.trust_remote_code is False  # the shipped recipe leaves it off
+    trusted = replace(demo, train=replace(demo.train, trust_remote_code=True))
     tags, params = {}, {}
     for label, recipe in (("off", demo), ("on", trusted)):
         ctx = RunContext(recipe, None, "test data", tmp_path / "work")
@@ -145,7 +145,7 @@ def test_trust_remote_code_is_recorded_on_the_mlflow_run(
         )
     mlflow.set_tracking_uri(None)
     assert tags == {"off": "false", "on": "true"}
-    assert params == {"off": None, "on": "True"}
+    assert params == {"off": "False", "on": "True"}  # the typed config logs every field
 
 
 # --- safetensors only ----------------------------------------------------------------------
