@@ -1,7 +1,7 @@
 """Content-addressed caching for every stage.
 
-A stage's key is the digest of (stage name, its input digests, its config hash, the
-rmcore fingerprint, the work directory). The same key names the stage's output folder,
+A stage (``Stage``, declared once per stage) has a key: the digest of (stage name, its input
+digests, its typed config, the fingerprint of the library code it runs, the work directory). The same key names the stage's output folder,
 so a cache hit always points at outputs that exist: if the folder is gone the key
 function answers a fresh key and the stage recomputes into the same folder.
 """
@@ -12,16 +12,17 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect import task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 
 from rmcore.config import to_dict
-from rmcore.fingerprint import rmcore_fingerprint
+from rmcore.fingerprint import code_fingerprint, rmcore_fingerprint
 
 DEFAULT_WORK_DIR = Path("runs")
 
@@ -32,33 +33,64 @@ def work_dir(value: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def stage_key(stage: str, **material: Any) -> str:
-    """The content key of one stage run (first 24 hex of a sha256)."""
+def stage_key(stage: str, *, code: str | None = None, **material: Any) -> str:
+    """The content key of one stage run (first 24 hex of a sha256): the stage's name, its key
+    material (input digests, typed config) and ``code``, the fingerprint of the library code
+    it runs (default: the whole library's)."""
     blob = json.dumps(
-        {"stage": stage, "rmcore": rmcore_fingerprint(), **to_dict(material)}, sort_keys=True, default=str
+        {"stage": stage, "rmcore": code or rmcore_fingerprint(), **to_dict(material)}, sort_keys=True, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-@dataclass
-class StageCache(CachePolicy):
-    """Prefect cache policy: key = ``stage_key`` of the task's key parameters.
+@dataclass(frozen=True)
+class Stage:
+    """One cached pipeline stage, declared once; its task, its cache policy and its body all ask it.
 
-    ``key_params`` names the parameters that are key material; ``output_of`` maps
-    (key, parameters) to the output folder whose completeness a hit requires; ``intact``
-    (optional) also checks a complete folder's content (e.g. checksums), else it is rebuilt.
+    ``key_params``: the task parameters that are key material; ``folder``: where its outputs
+    live under the work dir (the key is the last component); ``code``: the rmcore modules the
+    stage runs (``rmcore.fingerprint.code_fingerprint``: they and what they import), so an edit
+    elsewhere in the library does not invalidate it; ``intact``: an optional content check of a
+    complete folder (a failed check rebuilds it).
     """
 
-    stage: str = ""
-    key_params: tuple[str, ...] = ()
-    output_of: Callable[[str, dict[str, Any]], Path] | None = None
+    name: str
+    key_params: tuple[str, ...]
+    folder: Callable[[Mapping[str, Any]], str | Path]
+    code: tuple[str, ...]
     intact: Callable[[Path], bool] | None = None
+
+    def key(self, inputs: Mapping[str, Any]) -> str:
+        """The key of a run with these task inputs (the task's parameters by name)."""
+        material = {k: inputs.get(k) for k in self.key_params}
+        return stage_key(self.name, code=code_fingerprint(*self.code), **material)
+
+    def output_dir(self, inputs: Mapping[str, Any]) -> Path:
+        return Path(inputs["work"]) / self.folder(inputs) / self.key(inputs)
+
+    def task(self, **options: Any) -> Callable:
+        """``prefect.task`` with this stage's name, cache policy and JSON results (options add to them)."""
+        return task(
+            name=self.name,
+            cache_policy=StageCache(stage=self),
+            persist_result=True,
+            result_serializer="json",
+            **options,
+        )
+
+
+@dataclass
+class StageCache(CachePolicy):
+    """Prefect cache policy of a ``Stage``: its key for the task's inputs; a hit needs the output
+    folder complete (and intact), else a fresh key forces a rebuild into the same folder."""
+
+    stage: Stage | None = None
 
     def compute_key(
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
-        key = stage_key(self.stage, **{k: inputs.get(k) for k in self.key_params})
-        output_gone = self.output_of is not None and not is_usable(self.output_of(key, inputs), self.intact)
+        key = self.stage.key(inputs)
+        output_gone = not is_usable(self.stage.output_dir(inputs), self.stage.intact)
         if output_gone and task_ctx.result_store is not None and task_ctx.result_store.exists(key):
             # A result is on record but its outputs were deleted or altered: a fresh key forces a rebuild.
             return f"{key}-rebuild-{uuid.uuid4().hex}"

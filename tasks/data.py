@@ -5,21 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.logging import get_run_logger
 
 from rmcore import io
 from rmcore.data import stages
 from rmcore.data.mixtures import CleanedInput, MixtureConfig, SourceSpec, materialise_mixture
-from tasks.caching import StageCache, build_once, stage_key
+from tasks.caching import Stage, build_once
 
 
 def _slug(source: str) -> str:
     return source.replace("/", "__")
 
 
-def _download_dir(key: str, p: dict[str, Any]) -> Path:
-    return Path(p["work"]) / "raw" / _slug(p["source"]) / p["split"] / key
+DOWNLOAD = Stage(
+    "download",
+    key_params=("source", "split", "input_digest", "work"),
+    folder=lambda p: Path("raw") / _slug(p["source"]) / p["split"],
+    code=("rmcore.data.stages",),
+    intact=stages.download_intact,
+)
+CLEAN = Stage(
+    "clean",
+    key_params=("spec", "raw_digest", "seed", "work"),
+    folder=lambda p: Path("clean") / _slug(p["spec"].source) / p["spec"].split,
+    code=("rmcore.data.stages",),
+)
+MIXTURE = Stage(
+    "mixture",
+    key_params=("config", "input_digests", "missing", "work"),
+    folder=lambda p: Path("mixtures") / p["config"].name,
+    code=("rmcore.data.mixtures",),
+)
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -32,17 +48,8 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
-@task(
-    name="download",
+@DOWNLOAD.task(
     task_run_name="download {source} [{split}]",
-    cache_policy=StageCache(
-        stage="download",
-        key_params=("source", "split", "input_digest", "work"),
-        output_of=_download_dir,
-        intact=stages.download_intact,
-    ),
-    persist_result=True,
-    result_serializer="json",
     retries=3,
     retry_delay_seconds=[2, 8, 30],
     retry_jitter_factor=0.5,
@@ -50,15 +57,13 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 )
 def download_task(source: str, split: str, data_dir: str | None, input_digest: str, work: str) -> dict:
     """Fetch one source split into raw Parquet + manifest (transient errors retried with backoff and jitter)."""
-    params = {"source": source, "split": split, "input_digest": input_digest, "work": work}
-    key = stage_key("download", **params)
-    out = _download_dir(key, params)
+    out = DOWNLOAD.output_dir(locals())
     build_once(
         out,
         lambda tmp: stages.download_source(
             source, split, Path(data_dir) if data_dir else None, tmp, publish_dir=out
         ),
-        intact=stages.download_intact,
+        intact=DOWNLOAD.intact,
     )
     manifest = io.read_json(out / "manifest.json")
     get_run_logger().info("%s/%s: %d raw rows from %s", source, split, manifest["rows"], manifest["origin"])
@@ -71,24 +76,10 @@ def download_task(source: str, split: str, data_dir: str | None, input_digest: s
     }
 
 
-def _clean_dir(key: str, p: dict[str, Any]) -> Path:
-    return Path(p["work"]) / "clean" / _slug(p["spec"].source) / p["spec"].split / key
-
-
-@task(
-    name="clean",
-    task_run_name="clean {spec.key}",
-    cache_policy=StageCache(
-        stage="clean", key_params=("spec", "raw_digest", "seed", "work"), output_of=_clean_dir
-    ),
-    persist_result=True,
-    result_serializer="json",
-)
+@CLEAN.task(task_run_name="clean {spec.key}")
 def clean_task(spec: SourceSpec, raw_dir: str, raw_digest: str, seed: int, work: str) -> dict:
     """Clean + pair one source split with the recipe's rules; every row accounted for."""
-    params = {"spec": spec, "raw_digest": raw_digest, "seed": seed, "work": work}
-    key = stage_key("clean", **params)
-    out = _clean_dir(key, params)
+    out = CLEAN.output_dir(locals())
     build_once(
         out,
         lambda tmp: stages.clean_downloaded(
@@ -107,26 +98,12 @@ def clean_task(spec: SourceSpec, raw_dir: str, raw_digest: str, seed: int, work:
     return summary
 
 
-def _mixture_dir(key: str, p: dict[str, Any]) -> Path:
-    return Path(p["work"]) / "mixtures" / p["config"].name / key
-
-
-@task(
-    name="mixture",
-    task_run_name="mixture {config.name}",
-    cache_policy=StageCache(
-        stage="mixture", key_params=("config", "input_digests", "missing", "work"), output_of=_mixture_dir
-    ),
-    persist_result=True,
-    result_serializer="json",
-)
+@MIXTURE.task(task_run_name="mixture {config.name}")
 def mixture_task(
     config: MixtureConfig, cleaned: list[dict], input_digests: list[str], missing: list[str], work: str
 ) -> dict:
     """Materialise the recipe's mixture from cleaned sources; digest + lineage manifest + stats."""
-    params = {"config": config, "input_digests": input_digests, "missing": missing, "work": work}
-    key = stage_key("mixture", **params)
-    out = _mixture_dir(key, params)
+    out = MIXTURE.output_dir(locals())
     inputs = [CleanedInput(c["key"], Path(c["output"]), c["digest"], c["stats"]) for c in cleaned]
     build_once(out, lambda tmp: materialise_mixture(config, inputs, tmp, missing=missing))
     manifest = io.read_json(out / "manifest.json")

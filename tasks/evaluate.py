@@ -5,29 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
 from prefect.logging import get_run_logger
 
 from rmcore import io
 from rmcore.evaluate.config import EvalConfig
-from tasks.caching import StageCache, build_once, stage_key
+from tasks.caching import Stage, build_once
 
-
-def _eval_dir(key: str, p: dict[str, Any]) -> Path:
-    return Path(p["work"]) / "eval" / key
-
-
-@task(
-    name="evaluate",
-    task_run_name="evaluate",
-    cache_policy=StageCache(
-        stage="evaluate",
-        key_params=("eval", "model_digest", "rewardbench_digest", "heldout_digests", "work"),
-        output_of=_eval_dir,
-    ),
-    persist_result=True,
-    result_serializer="json",
+EVALUATE = Stage(
+    "evaluate",
+    key_params=("eval", "model_digest", "rewardbench_digest", "heldout_digests", "work"),
+    folder=lambda p: "eval",
+    code=("rmcore.evaluate.rewardbench", "rmcore.evaluate.heldout"),
 )
+
+
+@EVALUATE.task(task_run_name="evaluate")
 def evaluate_task(
     eval: EvalConfig,
     model_dir: str,
@@ -39,20 +31,13 @@ def evaluate_task(
     work: str,
 ) -> dict:
     """RewardBench (exact official aggregation) + held-out accuracy per source with length bias."""
+    inputs = dict(locals())
     from rmcore.evaluate.heldout import evaluate_heldout
     from rmcore.evaluate.rewardbench import evaluate_rewardbench
 
     logger = get_run_logger()
     config = eval
-    params = {
-        "eval": eval,
-        "model_digest": model_digest,
-        "rewardbench_digest": rewardbench_digest,
-        "heldout_digests": heldout_digests,
-        "work": work,
-    }
-    key = stage_key("evaluate", **params)
-    out = _eval_dir(key, params)
+    key, out = EVALUATE.key(inputs), EVALUATE.output_dir(inputs)
 
     def build(tmp: Path) -> None:
         result: dict[str, Any] = {"key": key}

