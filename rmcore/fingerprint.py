@@ -79,9 +79,12 @@ def _package_files(package: str, root: Path) -> set[Path]:
     return set(folder.rglob("*.py")) if folder.is_dir() else set()
 
 
-def _rmcore_imports(path: Path, root: Path) -> set[str]:
-    """rmcore modules (or ``module.name`` candidates) that ``path`` imports anywhere in its body."""
-    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+def imported_names(path: Path, root: Path = _ROOT) -> set[str]:
+    """Every module ``path`` imports anywhere in its body (function-level imports included), as
+    absolute names; ``from a.b import c`` gives ``a.b.c`` (c may be a module or a name in a.b),
+    and a package's lazy re-exports (``_EXPORTS = {name: submodule}``) count as imports."""
+    inside = path.is_relative_to(root)
+    package = ".".join(path.relative_to(root).with_suffix("").parts[:-1]) if inside else ""
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
         if isinstance(node, ast.Import):
@@ -93,8 +96,14 @@ def _rmcore_imports(path: Path, root: Path) -> set[str]:
             else:
                 module = node.module or ""
             names |= {f"{module}.{a.name}" for a in node.names}
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets):
-            # a package's lazy re-exports (rmcore/train/__init__.py): {name: submodule}
-            if isinstance(node.value, ast.Dict):
-                names |= {f"{package}.{v.value}" for v in node.value.values if isinstance(v, ast.Constant)}
-    return {n for n in names if n == "rmcore" or n.startswith("rmcore.")}
+        elif (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Dict)
+            and any(getattr(t, "id", "") == "_EXPORTS" for t in node.targets)
+        ):
+            names |= {f"{package}.{v.value}" for v in node.value.values if isinstance(v, ast.Constant)}
+    return names
+
+
+def _rmcore_imports(path: Path, root: Path) -> set[str]:
+    return {n for n in imported_names(path, root) if n == "rmcore" or n.startswith("rmcore.")}

@@ -172,30 +172,44 @@ def _content(pair: dict) -> tuple:
 # ---------------------------------------------------------------- typed tables and Parquet mirrors
 
 
-def _same(value: object, held: object) -> bool:
-    """Whether Arrow held ``value`` unchanged (pyarrow reads a lone "" or [] as a struct of nulls)."""
-    if isinstance(value, dict):
-        return isinstance(held, dict) and all(_same(value.get(k), held.get(k)) for k in {*value, *held})
-    if isinstance(value, list):
-        return isinstance(held, list) and len(value) == len(held) and all(map(_same, value, held))
-    if isinstance(value, float) and math.isnan(value):
-        return isinstance(held, float) and math.isnan(held)
-    return value == held and isinstance(value, str) == isinstance(held, str)
+def fits(value: object, t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` holds ``value`` as it is: this test's own type rules, written
+    from the Arrow types (not from rmcore's reader, so the two can disagree)."""
+    if value is None:
+        return True
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return isinstance(value, str) and _utf8(value)  # a lone surrogate cannot be stored
+    if pa.types.is_boolean(t):
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False  # a bool in a numeric column would be read back as 0/1
+    if pa.types.is_integer(t):
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    if pa.types.is_floating(t):
+        return isinstance(value, float) or (isinstance(value, int) and abs(value) <= 2**53)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return isinstance(value, list) and all(fits(v, t.value_type) for v in value)
+    if pa.types.is_struct(t):
+        names = {t.field(i).name for i in range(t.num_fields)}
+        return (
+            isinstance(value, dict)
+            and set(value) <= names
+            and all(fits(value.get(t.field(i).name), t.field(i).type) for i in range(t.num_fields))
+        )
+    return False
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def typed_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     """Rows as a table of the source's own schema; values that do not fit it become null."""
-    fixed = []
-    for row in rows:
-        out = {}
-        for f in schema:
-            value = row.get(f.name)
-            try:
-                fits = _same(value, pa.array([value], f.type).to_pylist()[0])
-            except (pa.ArrowException, OverflowError, TypeError, ValueError):
-                fits = False
-            out[f.name] = value if fits else None
-        fixed.append(out)
+    fixed = [{f.name: row.get(f.name) if fits(row.get(f.name), f.type) else None for f in schema} for row in rows]
     return pa.Table.from_pylist(fixed, schema=schema)
 
 

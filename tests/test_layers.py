@@ -8,33 +8,19 @@ run time, importing every rmcore module in a fresh interpreter loads neither pac
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
+
+from rmcore.fingerprint import imported_names
 
 REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = ("prefect", "mlflow", "tasks", "tracking", "flows", "rmflow")
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Every module an rmcore file imports (absolute names; relative imports resolved)."""
-    tree = ast.parse(path.read_text(), str(path))
-    inside = path.is_relative_to(REPO)
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1]) if inside else ""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
-            # ``from a.b import c``: c may be a submodule (a.b.c) or a name in a.b; the graph trims
-            names |= {f"{module}.{alias.name}" for alias in node.names}
-    return names
+    """Every module a file imports (rmcore.fingerprint's AST reader, shared with the cache keys)."""
+    return imported_names(path, REPO)
 
 
 def test_no_rmcore_file_imports_an_upper_layer_or_prefect_or_mlflow():

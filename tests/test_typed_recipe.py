@@ -24,5 +24,5 @@ def test_a_spelled_out_default_is_the_same_training_and_the_same_cache_entry():
     spelled = recipe_from_mapping({**BASE, "train": {"model": "x", "max_length": 512}})  # 512: the default
     other = recipe_from_mapping({**BASE, "train": {"model": "x", "max_length": 256}})
     assert short.train == spelled.train and config_hash(short.train) == config_hash(spelled.train)
-    key = lambda r: stage_key("train", train=r.train, mixture_digest="m", work="/w")  # noqa: E731
+    key = lambda r: stage_key("train", train=r.train, mixture_digest="m", work="/w")
     assert key(short) == key(spelled) != key(other)
