@@ -56,6 +56,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
 def _check_sources(specs: tuple[SourceSpec, ...], where: str) -> None:
+    from rmcore.data.sources.base import check_options
     from rmcore.data.sources.catalog import SOURCE_NAMES, get_adapter
 
     for i, spec in enumerate(specs):
@@ -63,7 +64,12 @@ def _check_sources(specs: tuple[SourceSpec, ...], where: str) -> None:
             raise ConfigError(
                 f"{where}[{i}].source: unknown source {spec.source!r}; valid sources: {', '.join(SOURCE_NAMES)}"
             )
-        splits = get_adapter(spec.source).splits
+        adapter = get_adapter(spec.source)
+        try:
+            check_options(adapter, spec.clean_options(0), f"{where}[{i}]")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        splits = adapter.splits
         if spec.split not in splits:  # also keeps '../x' out of the mirror's file globs
             raise ConfigError(
                 f"{where}[{i}].split: {spec.split!r} is not a split of {spec.source}; use one of: {', '.join(splits)}"

@@ -263,3 +263,25 @@ def test_cli_train_refuses_bad_config_and_escaping_mixture_before_any_work(tmp_p
     result = _cli(["train", str(bad), "--mixture", str(mixture), "--out", str(out)], tmp_path)
     assert result.returncode == 1 and "micro_batch" in result.stderr, result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"source": "capybara", "pairing": "all-pairs"}, r"sources\[0\]\.pairing: source 'capybara' does not use 'pairing'"),
+        ({"source": "shp", "pairing": "best-vs-random"}, "options it takes: per_prompt"),
+    ],
+)
+def test_an_option_the_source_does_not_use_is_refused(spec, message):
+    raw = {"name": "r", "data": {"sources": [spec]}}
+    with pytest.raises(ConfigError, match=message):
+        recipe_from_mapping(raw, where="r.yaml")
+
+
+def test_every_adapter_declares_its_options_columns_and_streaming():
+    from rmcore.data.sources.catalog import SOURCE_NAMES, get_adapter
+
+    multi = {n for n in SOURCE_NAMES if "pairing" in get_adapter(n).options}
+    assert multi == {"ultrafeedback", "helpsteer"}
+    assert all("per_prompt" in get_adapter(n).options for n in SOURCE_NAMES)
+    assert {n for n in SOURCE_NAMES if get_adapter(n).streams} == {"ultrafeedback"}

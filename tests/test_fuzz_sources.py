@@ -59,12 +59,15 @@ ROW_WISE = ("hh-rlhf/helpful-base", "shp", "capybara", "orca", "pku-saferlhf")
 """Sources where one raw row is one candidate pair (accounting unit ``row``)."""
 REASON = re.compile(r"^[a-z][a-z0-9_]*(: .+)?$", re.DOTALL)
 RULE = re.compile(r"^[a-z][a-z0-9_]*$")
-OPTIONS = st.builds(
-    CleanOptions,
-    pairing=st.sampled_from((None, "best-vs-random", "all-pairs")),
-    per_prompt=st.sampled_from((None, None, 1, 2)),
-    seed=st.integers(0, 3),
-)
+def options_for(source: str):
+    """Clean options the source takes (``pairing`` only where it draws pairs from several responses)."""
+    pairings = (None, "best-vs-random", "all-pairs") if "pairing" in get_adapter(source).options else (None,)
+    return st.builds(
+        CleanOptions,
+        pairing=st.sampled_from(pairings),
+        per_prompt=st.sampled_from((None, None, 1, 2)),
+        seed=st.integers(0, 3),
+    )
 
 
 def check_result(result: CleanResult, rows: int) -> None:
@@ -115,7 +118,7 @@ def test_jsonl_mirror_every_row_accounted_for(source: str) -> None:
     seen = Counter()
 
     @settings(FUZZ_SETTINGS, max_examples=50)
-    @given(files=st.lists(file_lines(source), min_size=1, max_size=2), gz=st.booleans(), options=OPTIONS)
+    @given(files=st.lists(file_lines(source), min_size=1, max_size=2), gz=st.booleans(), options=options_for(source))
     def check(files: list[list[bytes]], gz: bool, options: CleanOptions) -> None:
         if "*" not in get_adapter(source).file_patterns("train")[0]:
             files = files[:1]  # the source keeps one file per split
@@ -221,7 +224,7 @@ def test_typed_tables_with_nulls_nan_and_huge_values(source: str) -> None:
     seen = Counter()
 
     @settings(FUZZ_SETTINGS, max_examples=20)
-    @given(rows=rows_for(source), options=OPTIONS)
+    @given(rows=rows_for(source), options=options_for(source))
     def check(rows: list[dict], options: CleanOptions) -> None:
         table = typed_table(rows, schema)
         result = adapter.clean(table, options, split="train")
@@ -265,7 +268,7 @@ def test_parquet_mirror_every_row_accounted_for(source: str) -> None:
     seen = Counter()
 
     @settings(FUZZ_SETTINGS, max_examples=20)
-    @given(rows=rows_for(source), options=OPTIONS)
+    @given(rows=rows_for(source), options=options_for(source))
     def check(rows: list[dict], options: CleanOptions) -> None:
         table = typed_table(rows, schema)
         with tempfile.TemporaryDirectory() as tmp:

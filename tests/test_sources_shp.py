@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pyarrow as pa
+import pytest
 
 from rmcore.data.sources import CleanOptions
+from rmcore.data.sources.base import check_options
 from rmcore.data.sources.shp import SHP
 
 
@@ -49,7 +51,7 @@ def test_v1_keeps_one_pair_per_post() -> None:
 
 
 def test_v2_cap_five_keeps_all_three_and_labels_pick_the_side() -> None:
-    result = SHP().clean(pa.Table.from_pylist(ROWS), CleanOptions(pairing="all-pairs"), split="train")
+    result = SHP().clean(pa.Table.from_pylist(ROWS), CleanOptions(per_prompt=5), split="train")
     assert result.kept == 3 and result.dropped["per_prompt_cap"] == 0
     by_row = {p["source_row"]: p for p in result.pairs.to_pylist()}
     assert by_row[0]["chosen"][-1]["content"] == "A0" and by_row[0]["chosen_score"] == 30.0
@@ -57,8 +59,8 @@ def test_v2_cap_five_keeps_all_three_and_labels_pick_the_side() -> None:
     assert by_row[0]["prompt"] == [{"role": "user", "content": "Q?"}]
 
 
-def test_explicit_per_prompt_overrides_the_mode_default() -> None:
-    result = SHP().clean(
-        pa.Table.from_pylist(ROWS), CleanOptions(pairing="all-pairs", per_prompt=1), split="train"
-    )
+def test_explicit_per_prompt_caps_and_pairing_is_refused() -> None:
+    result = SHP().clean(pa.Table.from_pylist(ROWS), CleanOptions(per_prompt=1), split="train")
     assert result.kept == 2 and result.dropped["per_prompt_cap"] == 1
+    with pytest.raises(ValueError, match=r"pairing: source 'shp' does not use 'pairing'.*takes: per_prompt"):
+        check_options(SHP(), CleanOptions(pairing="all-pairs"))

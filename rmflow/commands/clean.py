@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pairing",
         choices=PAIRINGS,
         default=None,
-        help="for sources with several responses per prompt: best-vs-random (v1, the default) or all-pairs (v2); "
-        "for SHP it sets the per-post cap default (1 or 5)",
+        help="ultrafeedback and helpsteer (several responses per prompt): best-vs-random (v1, the default) "
+        "or all-pairs (v2); refused for sources whose rows are pairs already",
     )
     p.add_argument(
         "--per-prompt", type=int, default=None, metavar="N", help="keep at most N pairs per prompt"

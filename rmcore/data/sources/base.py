@@ -27,6 +27,23 @@ class CleanOptions:
     seed: int = 42
 
 
+SINGLE_PAIR_OPTIONS = frozenset({"per_prompt"})
+"""Options of a source whose rows are already one chosen/rejected pair each."""
+MULTI_RESPONSE_OPTIONS = frozenset({"per_prompt", "pairing"})
+"""Options of a source with several rated responses per prompt (pairs are drawn from them)."""
+
+
+def check_options(adapter: SourceAdapter, options: CleanOptions, where: str = "") -> None:
+    """Refuse an option the source does not use (it would be silently ignored), naming both."""
+    given = {k for k in ("pairing", "per_prompt") if getattr(options, k) is not None}
+    for key in sorted(given - adapter.options):
+        takes = ", ".join(sorted(adapter.options)) or "none"
+        raise ValueError(
+            f"{where + '.' if where else ''}{key}: source {adapter.name!r} does not use {key!r} "
+            f"(it would be ignored); options it takes: {takes}"
+        )
+
+
 class AccountingError(RuntimeError):
     """rows_in != kept + dropped + quarantined: a bug, never a data problem."""
 
@@ -80,6 +97,15 @@ class SourceAdapter(Protocol):
     revision: str
     """Pinned hub revision (commit sha) used when loading from the hub."""
     splits: tuple[str, ...]
+    options: frozenset[str]
+    """The ``CleanOptions`` its rules read besides ``seed``: ``per_prompt`` (every source: a
+    seeded cap of pairs per prompt) and ``pairing`` (sources with several rated responses per
+    prompt). A recipe or command giving any other option is refused (``check_options``)."""
+    columns: tuple[str, ...] | None
+    """The Parquet columns its rules read (a mirror decodes only these); None: all."""
+    streams: bool
+    """Whether it has ``clean_batches(batches, rows, options, split=...)``: a Parquet mirror is
+    then cleaned batch by batch instead of being read whole."""
 
     def file_patterns(self, split: str) -> list[str]:
         """Glob patterns, relative to the dataset repo root, for one split's files on the hub.

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.base import SINGLE_PAIR_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_messages, require_number
 
 RULES = ("chosen_equals_rejected", "equal_scores", "chosen_rated_lower")
@@ -49,6 +49,9 @@ class Capybara:
     hub_id: str = "argilla/distilabel-capybara-dpo-7k-binarized"
     revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
     splits: tuple[str, ...] = ("train",)
+    options: frozenset[str] = SINGLE_PAIR_OPTIONS
+    streams: bool = False
+    columns: tuple[str, ...] | None = None
 
     def file_patterns(self, split: str) -> list[str]:
         return [f"data/{split}-*.parquet"]

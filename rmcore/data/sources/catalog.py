@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from rmcore.data.sources.base import CleanOptions, CleanResult, SourceAdapter
+from rmcore.data.sources.base import CleanOptions, CleanResult, SourceAdapter, check_options
 from rmcore.data.sources.capybara import Capybara
 from rmcore.data.sources.helpsteer import HelpSteer
 from rmcore.data.sources.hh_rlhf import HHRLHF, SUBSETS
@@ -82,12 +82,12 @@ def _clean_streamed(
     adapter: SourceAdapter, split: str, options: CleanOptions, data_dir: Path
 ) -> CleanResult | None:
     """Clean a Parquet-only mirror split batch by batch, if the adapter can; else None."""
-    if not hasattr(adapter, "clean_batches"):
+    if not adapter.streams:
         return None
     paths = find_mirror_files(adapter, split, Path(data_dir))
     if not all(p.suffix == ".parquet" for p in paths):
         return None
-    columns = list(getattr(adapter, "columns", ()) or ()) or None
+    columns = list(adapter.columns) if adapter.columns else None
     batches = iter_parquet_batches(paths, columns)
     with _naming([str(p) for p in paths]):
         result = adapter.clean_batches(batches, parquet_rows(paths), options, split=split)
@@ -104,6 +104,7 @@ def clean_source(name: str, split: str, options: CleanOptions, data_dir: Path | 
     materialising the raw table; the result is the same.
     """
     adapter = get_adapter(name)
+    check_options(adapter, options)
     result = _clean_streamed(adapter, split, options, data_dir) if data_dir is not None else None
     if result is None:
         result = _clean_read(adapter, split, options, data_dir)
@@ -124,7 +125,7 @@ def _clean_read(
     adapter: SourceAdapter, split: str, options: CleanOptions, data_dir: Path | None
 ) -> CleanResult:
     """Read the whole raw table (mirror or hub), clean it, quarantine the unreadable rows."""
-    columns = getattr(adapter, "columns", None)  # the Parquet columns its rules read, if it says
+    columns = adapter.columns  # the Parquet columns its rules read, if it says
     raw = read_raw(adapter, split, data_dir, columns=list(columns) if columns else None)
     with _naming(raw.files):
         result = adapter.clean(raw.table, options, split=split)

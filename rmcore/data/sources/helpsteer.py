@@ -28,7 +28,7 @@ from rmcore.data.pairing import (
     group_codes,
     pair_groups,
 )
-from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.base import MULTI_RESPONSE_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import (
     quarantine_table,
     raw_json,
@@ -71,6 +71,9 @@ class HelpSteer:
     hub_id: str = "nvidia/HelpSteer"
     revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
     splits: tuple[str, ...] = ("train", "validation")
+    options: frozenset[str] = MULTI_RESPONSE_OPTIONS
+    streams: bool = False
+    columns: tuple[str, ...] | None = None
 
     def file_patterns(self, split: str) -> list[str]:
         return [f"{split}.jsonl.gz"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.base import SINGLE_PAIR_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import Drop, Message, Quarantine, clean_rows, require_str
 
 SUBSETS = ("helpful-base", "helpful-rejection-sampled", "helpful-online", "harmless-base")
@@ -97,6 +97,9 @@ class HHRLHF:
     hub_id: str = HUB_ID
     revision: str = REVISION
     splits: tuple[str, ...] = ("train", "test")
+    options: frozenset[str] = SINGLE_PAIR_OPTIONS
+    streams: bool = False
+    columns: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:

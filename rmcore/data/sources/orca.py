@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.base import SINGLE_PAIR_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_str, single_turn
 
 RULES = ("chosen_equals_rejected", "status_tie", "equal_scores", "chosen_rated_lower")
@@ -76,6 +76,9 @@ class Orca:
     hub_id: str = "argilla/distilabel-intel-orca-dpo-pairs"
     revision: str = "081de9022db8bb1fb7de27f7d789b60cba6dbac5"
     splits: tuple[str, ...] = ("train",)
+    options: frozenset[str] = SINGLE_PAIR_OPTIONS
+    streams: bool = False
+    columns: tuple[str, ...] | None = None
 
     def file_patterns(self, split: str) -> list[str]:
         return [f"data/{split}-*.parquet"]

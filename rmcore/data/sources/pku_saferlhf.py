@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.base import SINGLE_PAIR_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_str, single_turn
 
 RULES = ("chosen_equals_rejected",)
@@ -48,6 +48,9 @@ class PKUSafeRLHF:
     hub_id: str = "PKU-Alignment/PKU-SafeRLHF"
     revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
     splits: tuple[str, ...] = ("train", "test")
+    options: frozenset[str] = SINGLE_PAIR_OPTIONS
+    streams: bool = False
+    columns: tuple[str, ...] | None = None
 
     def file_patterns(self, split: str) -> list[str]:
         # The mirror keeps the split at the repo root; the hub release keeps one file per generator model.

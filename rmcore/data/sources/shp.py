@@ -6,8 +6,8 @@ human_ref_A, human_ref_B, labels`` (1: A preferred, 0: B), ``seconds_difference,
 score_ratio``. Rules, in order: missing/mistyped fields, NaN scores, labels other
 than 0/1 -> quarantined; identical comments -> ``chosen_equals_rejected``;
 ``score_ratio <= 2`` -> ``score_ratio_le_2``; then at most N pairs per ``post_id``
-(a seeded choice) -> ``per_prompt_cap``: N = ``--per-prompt``, else 1 for
-best-vs-random / no pairing given (v1) and 5 for all-pairs (v2).
+(a seeded choice) -> ``per_prompt_cap``: N = ``per_prompt`` (``--per-prompt``), else 1 (the
+recipe's v1; v2 sets 5). The rows are pairs already: ``pairing`` does not apply and is refused.
 Scores: the comment scores (upvotes) of each side.
 """
 
@@ -18,17 +18,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from rmcore.data.pairing import ALL_PAIRS
-from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.base import SINGLE_PAIR_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_number, require_str, single_turn
 
 RULES = ("chosen_equals_rejected", "score_ratio_le_2", "per_prompt_cap")
 
 
 def default_cap(options: CleanOptions) -> int:
-    if options.per_prompt is not None:
-        return options.per_prompt
-    return 5 if options.pairing == ALL_PAIRS else 1
+    """``per_prompt``, else 1 (the recipe's v1; v2 says ``per_prompt: 5``). SHP rows are pairs
+    already, so ``pairing`` does not apply (refused by ``check_options``)."""
+    return options.per_prompt if options.per_prompt is not None else 1
 
 
 def pair_from_shp(row: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +65,9 @@ class SHP:
     hub_id: str = "stanfordnlp/SHP"
     revision: str = "e94b5f32602712d78ed494fe79105b1959396686"
     splits: tuple[str, ...] = ("train", "validation", "test")
+    options: frozenset[str] = SINGLE_PAIR_OPTIONS
+    streams: bool = False
+    columns: tuple[str, ...] | None = None
 
     def file_patterns(self, split: str) -> list[str]:
         return [f"*/{split}.json"]

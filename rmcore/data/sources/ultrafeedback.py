@@ -33,7 +33,7 @@ from rmcore.data.pairing import (
     pairs_all,
     pairs_best_vs_random,
 )
-from rmcore.data.sources.base import CleanOptions, CleanResult
+from rmcore.data.sources.base import MULTI_RESPONSE_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import (
     quarantine_table,
     raw_json,
@@ -205,6 +205,8 @@ class UltraFeedback:
     hub_id: str = "openbmb/UltraFeedback"
     revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
     splits: tuple[str, ...] = ("train",)
+    options: frozenset[str] = MULTI_RESPONSE_OPTIONS
+    streams: bool = True
     columns: tuple[str, ...] = (
         "instruction",
         "completions.list.element.response",
