@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmcore import io
+from rmcore.config import env_roots
 from rmcore.recipe import Recipe, load_recipe
 from tasks.caching import work_dir
 
@@ -56,7 +57,7 @@ def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str
 
 
 def resolve(recipe: str, data_dir: str | None = None, work_dir_: str | None = None) -> RunContext:
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, extra_roots=env_roots(os.environ))  # the environment is read here, at the edge
     work = work_dir(work_dir_)
     data, label = resolve_data_dir(data_dir, work)
     log.info("recipe %s (%s); data: %s; outputs under %s", loaded.name, loaded.path, label, work)

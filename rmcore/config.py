@@ -13,6 +13,7 @@ import json
 import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
@@ -31,17 +32,18 @@ class ConfigError(ValueError):
 
 
 def allowed_roots(*extra: str | Path) -> tuple[Path, ...]:
-    """Folders a path written inside a recipe/config may resolve into.
+    """Folders a path written inside a recipe/config may resolve into: the project and ``extra``
+    (the recipe's own folder, and what the caller's environment adds: ``env_roots``). Paths
+    given on the command line are the user's own and are not checked."""
+    return tuple(dict.fromkeys(Path(r).expanduser().resolve() for r in (PROJECT_ROOT, *extra)))
 
-    The project, ``extra`` (the recipe's own folder), $RMFLOW_WORK_DIR, $RMFLOW_DATA_DIR and
-    $RMFLOW_ALLOWED_ROOTS. Paths given on the command line are the user's own and are not checked.
-    """
-    roots: list[str | Path] = [PROJECT_ROOT, *extra]
-    roots += [
-        os.environ[v] for v in ("RMFLOW_WORK_DIR", "RMFLOW_DATA_DIR") if os.environ.get(v, "hub") != "hub"
-    ]
-    roots += [p for p in os.environ.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if p]
-    return tuple(dict.fromkeys(Path(r).expanduser().resolve() for r in roots))
+
+def env_roots(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The folders an environment allows besides the project: $RMFLOW_WORK_DIR, $RMFLOW_DATA_DIR
+    (unless "hub") and $RMFLOW_ALLOWED_ROOTS (os.pathsep-separated). rmcore reads no environment:
+    the edges (CLI commands, flows) pass ``os.environ`` here."""
+    roots = [env[v] for v in ("RMFLOW_WORK_DIR", "RMFLOW_DATA_DIR") if env.get(v, "hub") not in ("hub", "")]
+    return (*roots, *(p for p in env.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if p))
 
 
 def looks_like_path(value: str) -> bool:

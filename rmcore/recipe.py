@@ -144,8 +144,11 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
     )
 
 
-def load_recipe(recipe: str | Path, **overrides: Any) -> Recipe:
+def load_recipe(recipe: str | Path, *, extra_roots: tuple[str | Path, ...] = (), **overrides: Any) -> Recipe:
+    """Read and validate a recipe (a path or a shipped name); paths inside it may point into the
+    project, the recipe's folder and ``extra_roots`` (the CLI and flows pass ``env_roots(os.environ)``)."""
     path = resolve_recipe_path(recipe)
-    loaded = recipe_from_mapping(load_yaml(path), where=str(path), roots=allowed_roots(path.resolve().parent))
+    roots = allowed_roots(path.resolve().parent, *extra_roots)
+    loaded = recipe_from_mapping(load_yaml(path), where=str(path), roots=roots)
     loaded = replace(loaded, path=str(path.resolve()))
     return replace(loaded, **overrides) if overrides else loaded

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rmcore.config import PROJECT_ROOT, ConfigError, from_mapping
+from rmcore.config import PROJECT_ROOT, ConfigError, env_roots, from_mapping
 from rmcore.data.mixtures import SourceSpec
 from rmcore.evaluate.config import EvalConfig
 from rmcore.recipe import load_recipe, recipe_from_mapping, require_train
@@ -180,7 +180,13 @@ def test_extra_roots_come_from_the_environment(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ConfigError, match="outside the folders"):
         load_recipe(recipe)
     monkeypatch.setenv("RMFLOW_ALLOWED_ROOTS", str(models))
-    assert load_recipe(recipe).train.model == str(models / "m")
+    with pytest.raises(ConfigError, match="outside the folders"):
+        load_recipe(recipe)  # rmcore reads no environment variable ...
+    loaded = load_recipe(recipe, extra_roots=env_roots(os.environ))  # ... the edges pass it
+    assert loaded.train.model == str(models / "m")
+    assert env_roots({"RMFLOW_DATA_DIR": "hub", "RMFLOW_WORK_DIR": "/w", "RMFLOW_ALLOWED_ROOTS": f"/a{os.pathsep}/b"}) == (
+        "/w", "/a", "/b",
+    )
 
 
 def test_pipeline_needs_a_train_section(tmp_path: Path) -> None:

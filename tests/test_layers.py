@@ -8,6 +8,7 @@ run time, importing every rmcore module in a fresh interpreter loads neither pac
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,24 @@ def test_only_the_task_layer_flows_and_the_cli_import_the_mlflow_adapters():
         if any(m.split(".")[0] == "tracking" for m in imported_modules(p))
     }
     assert users <= {"tasks", "flows", "rmflow"} and {"tasks", "flows"} <= users
+
+
+ENV_READ_IN_RMCORE = {
+    "XDG_CACHE_HOME": "rmcore/precision.py: where the user's cache dir is (the probe's per-machine cache)",
+    "ONEDNN_MAX_CPU_ISA": "rmcore/precision.py: part of the machine's identity (which kernels torch runs)",
+    "WORLD_SIZE": "rmcore/train/distributed.py: the launcher's contract (torchrun, deepspeed, accelerate)",
+    "MASTER_PORT": "rmcore/train/engines.py: single-process defaults of that contract",
+}
+
+
+def test_rmcore_reads_no_configuration_from_the_environment():
+    """Configuration comes from the recipe and the edges (CLI, flows); rmcore reads only the
+    machine's and the launcher's facts listed above."""
+    read = set()
+    for path in (REPO / "rmcore").rglob("*.py"):
+        text = path.read_text()
+        for name in re.findall(r"os\.environ(?:\.get)?[\[(]\s*[\"']([A-Z_]+)", text):
+            read.add(name)
+        assert "os.getenv" not in text, path
+        assert not re.search(r"os\.environ\[\w", text), f"{path}: environment read through a variable name"
+    assert read <= set(ENV_READ_IN_RMCORE), read - set(ENV_READ_IN_RMCORE)

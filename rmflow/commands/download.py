@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rmflow.commands.common import add_data_args
@@ -21,9 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from rmcore.config import env_roots
     from rmcore.recipe import load_recipe
 
-    load_recipe(args.recipe)  # refuse a bad recipe before any work (or server) starts
+    load_recipe(args.recipe, extra_roots=env_roots(os.environ))  # refuse a bad recipe before any work (or server) starts
     from flows.download import download_flow
 
     return download_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)

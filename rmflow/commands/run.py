@@ -47,9 +47,10 @@ def use_running_stack() -> dict | None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from rmcore.config import env_roots
     from rmcore.recipe import load_recipe, require_train
 
-    require_train(load_recipe(args.recipe))  # refuse a bad recipe before any work (or server) starts
+    require_train(load_recipe(args.recipe, extra_roots=env_roots(os.environ)))  # refuse a bad recipe before any work (or server) starts
     state = use_running_stack()
     from flows.pipeline import pipeline_flow
 

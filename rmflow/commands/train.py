@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -28,7 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from rmcore.config import ConfigError, allowed_roots, config_hash, confined_path, from_mapping, load_yaml
+    from rmcore.config import (
+        ConfigError,
+        allowed_roots,
+        config_hash,
+        confined_path,
+        env_roots,
+        from_mapping,
+        load_yaml,
+    )  # fmt: skip
     from rmcore.recipe import check_train_paths
     from rmcore.train import LoggingSink, train_reward_model
     from rmcore.train.config import TrainConfig
@@ -37,7 +46,7 @@ def run(args: argparse.Namespace) -> dict:
     data = load_yaml(args.config)
     # Files CONFIG names for reading settings or data stay inside these folders; a local model
     # folder may be anywhere (a checkpoint the user trained), as may --mixture/--out.
-    roots = allowed_roots(Path(args.config).resolve().parent)
+    roots = allowed_roots(Path(args.config).resolve().parent, *env_roots(os.environ))
     check_train_paths({"deepspeed": data.get("deepspeed")}, str(args.config), roots)
     if not args.mixture and isinstance(data.get("mixture"), str):
         confined_path(data["mixture"], where=f"{args.config}.mixture", base=Path.cwd(), roots=roots)
