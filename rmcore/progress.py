@@ -5,7 +5,7 @@ Long work (training, scoring) reports through one ``Progress``: a log line every
 end. The lines go to the ``rmcore`` loggers, so they reach the console and, inside a Prefect
 run, the flow-run logs (``PREFECT_LOGGING_EXTRA_LOGGERS=rmcore``) whatever the metrics sink.
 With ``bar=True`` (the CLI on a terminal) a tqdm bar is drawn on stderr as well and the log
-lines are printed above it.
+lines are printed above it (tqdm.contrib.logging redirects the console handlers while a bar is drawn).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,15 @@ class Progress:
         self.start = self.last_done = start
         self.lines = 0
         self._bar = None
+        self._redirect: contextlib.AbstractContextManager | None = None
         if (_bar_wanted if bar is None else bar) and self.total:
             from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
+            # console log lines go above the bar while it is drawn (the handlers in place now:
+            # Prefect may have configured logging after the CLI started)
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
             self._bar = tqdm(total=self.total, initial=start, desc=what, unit=unit, leave=False)
 
     def update(
@@ -122,24 +128,15 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
 
     def __enter__(self):  # -> Self (py3.11+)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def bar_safe_logging() -> Iterator[None]:
-    """While a bar may be drawn, print log lines above it instead of through it."""
-    if not _bar_wanted:
-        yield
-        return
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with logging_redirect_tqdm():
-        yield
 
 
 def _short(value: Any) -> str:

@@ -69,23 +69,25 @@ def main(argv: list[str] | None = None) -> int:
     # is too short on a busy 2-core machine.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "rmcore,tasks,flows")
+    # rmcore's log lines outside a flow run (rmflow train, eval, score) go to the console only;
+    # without this Prefect warns once per logger that it cannot ship them to its API.
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     args = build_parser().parse_args(argv)
     handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("httpx", "httpcore", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from rmcore.progress import bar_safe_logging, set_progress_bar
+    from rmcore.progress import set_progress_bar
 
     set_progress_bar(sys.stderr.isatty())  # a progress bar on a terminal; log lines everywhere
     try:
         if getattr(args, "json", False):
             # --json promises one JSON object on stdout: anything a library prints goes to stderr.
-            with contextlib.redirect_stdout(sys.stderr), bar_safe_logging():
+            with contextlib.redirect_stdout(sys.stderr):
                 result = args.func(args)
         else:
-            with bar_safe_logging():
-                result = args.func(args)
+            result = args.func(args)
         emit(result, args)
     except KeyboardInterrupt:
         print("rmflow: interrupted", file=sys.stderr)

@@ -52,3 +52,24 @@ def test_resumed_work_measures_its_rate_from_the_resume_point(caplog):
 def test_durations():
     assert [format_duration(s) for s in (0, 59.4, 61, 3600 * 2 + 65)] == ["0s", "59s", "1m01s", "2h01m"]
     assert format_duration(float("nan")) == "?"
+
+
+def test_with_a_bar_console_lines_go_above_it_and_handlers_come_back():
+    """A bar redirects the console handlers in place when it starts (Prefect may have replaced
+    the CLI's by then) and restores them when it closes."""
+    import io
+    import sys
+
+    root = logging.getLogger()
+    console = logging.StreamHandler(sys.stderr)
+    before = list(root.handlers)
+    root.addHandler(console)
+    try:
+        with Progress("train", 3, bar=True, clock=Clock()) as p:
+            names = [type(h).__name__ for h in root.handlers]
+            assert "_TqdmLoggingHandler" in names and console not in root.handlers
+            p._bar.fp = io.StringIO()  # keep the test's output clean
+        assert console in root.handlers and "_TqdmLoggingHandler" not in [type(h).__name__ for h in root.handlers]
+    finally:
+        root.removeHandler(console)
+    assert root.handlers == before
