@@ -11,6 +11,7 @@ import tracking
 from flows.context import RunContext
 from rmcore import io
 from rmcore.config import config_hash
+from rmcore.precision import Precision
 from tasks.evaluate import evaluate_task
 from tasks.ranking import leaderboard_task
 from tasks.register import register_task
@@ -91,20 +92,9 @@ def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
     )
     if run_id:
         tracking.log_metrics(run_id, trained["metrics"], prefix="final/")
-        tracking.log_params(run_id, precision_params(trained.get("precision", {})), prefix="train.")
+        if trained.get("precision"):
+            tracking.log_params(run_id, Precision.from_dict(trained["precision"]).as_params(), prefix="train.")
     return trained
-
-
-def precision_params(precision: dict) -> dict[str, str]:
-    """The dtype a stage computed in and why (``rmcore.precision.Precision.to_dict``) as params."""
-    keys = {"name": "precision", "reason": "precision_reason", "bf16_gflops": "probe_bf16_gflops",
-            "fp32_gflops": "probe_fp32_gflops"}  # fmt: skip
-    out = {}
-    for key, param in keys.items():
-        value = precision.get(key)
-        if value is not None:
-            out[param] = f"{value:.1f}" if isinstance(value, float) else str(value)
-    return out
 
 
 def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_id: str | None) -> dict:

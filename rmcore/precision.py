@@ -27,7 +27,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,28 @@ class Precision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Precision:
+        """The inverse of ``to_dict`` (a stored training summary back to an object)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def resolve_for_model(
+    requested: bool | str, device: Any, hf_config: Any, *, probe: Probe | None = None
+) -> Precision:
+    """``resolve_precision`` probed at a model's own layer shape (its text config's hidden and
+    intermediate sizes), logged with its reason."""
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    precision = resolve_precision(
+        requested,
+        device,
+        hidden=int(getattr(text, "hidden_size", 0) or 768),
+        intermediate=getattr(text, "intermediate_size", None),
+        probe=probe,
+    )
+    log.info("precision: %s (%s)", precision.name, precision.reason)
+    return precision
 
 
 def resolve_precision(

@@ -14,13 +14,10 @@ slower than fp32, so "auto" scores in fp32 there).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 
 from rmcore.evaluate.config import EvalConfig
-from rmcore.precision import Precision, Probe, resolve_precision
-
-log = logging.getLogger(__name__)
+from rmcore.precision import Precision, Probe, resolve_for_model
 
 
 def precision_name(config: EvalConfig) -> str:
@@ -41,15 +38,7 @@ def load_model_for_eval(
 
     model = load_reward_model(str(model_dir), pooling=config.pooling, max_length=config.max_length)
     device = next(model.parameters()).device
-    text = model.hf.config.get_text_config() if hasattr(model.hf.config, "get_text_config") else model.hf.config
-    precision = resolve_precision(
-        config.bf16,
-        device,
-        hidden=int(getattr(text, "hidden_size", 0) or 768),
-        intermediate=getattr(text, "intermediate_size", None),
-        probe=probe,
-    )
-    log.info("scoring precision: %s (%s)", precision.name, precision.reason)
+    precision = resolve_for_model(config.bf16, device, model.hf.config, probe=probe)
     resolved = dataclasses.replace(config, bf16=precision.bf16)
     if precision.bf16 and config.bf16_mode == "weights":
         model.hf.to(torch.bfloat16)

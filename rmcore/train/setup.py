@@ -7,7 +7,7 @@ import logging
 import torch
 
 from rmcore.model import RewardModel
-from rmcore.precision import Precision, Probe, resolve_precision
+from rmcore.precision import Precision, Probe, resolve_for_model
 from rmcore.train.config import TrainConfig
 from rmcore.train.engines import DeepSpeedEngine, TorchEngine
 from rmcore.train.master_weights import MasterWeightsEngine
@@ -20,14 +20,7 @@ def training_precision(
     config: TrainConfig, model: RewardModel, device: torch.device, probe: Probe | None = None
 ) -> Precision:
     """bf16 or fp32 for this model on this device (``bf16: auto`` measures; rmcore.precision)."""
-    hf_config = model.hf.config
-    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
-    hidden = int(getattr(text, "hidden_size", 0) or 768)
-    precision = resolve_precision(
-        config.bf16, device, hidden=hidden, intermediate=getattr(text, "intermediate_size", None), probe=probe
-    )
-    log.info("precision: %s (%s)", precision.name, precision.reason)
-    return precision
+    return resolve_for_model(config.bf16, device, model.hf.config, probe=probe)
 
 
 def make_engine(config: TrainConfig, model: RewardModel, total: int, bf16: bool, device: torch.device):
