@@ -267,8 +267,8 @@ def worker_rmflow(spec: dict) -> dict:
         from rmcore.model import load_reward_model
 
         torch.manual_seed(config.seed)
-        start = load_reward_model(spec["model"], pooling=config.pooling, max_length=config.max_length)
-        start_accuracy = _eval_accuracy(start.hf, start.tokenizer, start.pooling, held, config.max_length)
+        start = load_reward_model(spec["model"], pooling=config.backbone.pooling, max_length=config.backbone.max_length)
+        start_accuracy = _eval_accuracy(start.hf, start.tokenizer, start.pooling, held, config.backbone.max_length)
     sink = ListSink()
     result = train_reward_model(config, mixture_path=mixture, output_dir=Path(spec["tmp"]) / "out", sink=sink)
     from rmcore.model import load_reward_model

@@ -36,7 +36,7 @@ def rewardbench_input(ctx: RunContext) -> tuple[str | None, str | None]:
 
 def trust_remote_code(ctx: RunContext) -> str:
     """ "true"/"false": whether the recipe's train section turns on trust_remote_code."""
-    return str(ctx.recipe.train is not None and ctx.recipe.train.trust_remote_code).lower()
+    return str(ctx.recipe.train is not None and ctx.recipe.train.backbone.trust_remote_code).lower()
 
 
 def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: dict | None) -> str:

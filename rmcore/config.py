@@ -129,8 +129,11 @@ def from_mapping(cls: type[T], data: dict[str, Any] | None, *, where: str = "con
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        moved = getattr(cls, "MOVED_KEYS", {})
+        hint = "; ".join(f"{k!r} is now {moved[k]!r}" for k in unknown if k in moved)
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(sorted(fields))}"
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+            + (f"{hint} (keys are grouped: see rmcore/train/config.py)" if hint else f"valid keys: {', '.join(sorted(fields))}")
         )
     kwargs = {name: _check_type(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:

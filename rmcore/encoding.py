@@ -20,16 +20,47 @@ import torch
 log = logging.getLogger(__name__)
 
 Truncation = Literal["left", "drop"]
+SystemPrompt = Literal["template", "none"]
+"""A conversation without a system message: ``template`` renders it as the chat template does
+(SmolLM2's inserts "You are a helpful AI assistant named SmolLM, ..."); ``none`` renders it
+with no system turn at all."""
+_SENTINEL = "\x1frmflow-system\x1f"
 _ROLE_NAMES = {"user": "Human", "assistant": "Assistant", "system": "System"}
 
 
-def render_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, bool]:
+def render_conversation(
+    tokenizer: Any, messages: Sequence[dict[str, str]], system_prompt: SystemPrompt = "template"
+) -> tuple[str, bool]:
     """The conversation as text, and whether that text already carries its special tokens."""
     msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
     if getattr(tokenizer, "chat_template", None):
+        if system_prompt == "none" and msgs and msgs[0]["role"] != "system":
+            return _without_default_system(tokenizer, msgs), True
         return tokenizer.apply_chat_template(msgs, tokenize=False), True
     text = "\n\n".join(f"{_ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in msgs)
     return text, False
+
+
+def _without_default_system(tokenizer: Any, msgs: list[dict[str, str]]) -> str:
+    """The template's rendering with no system turn: render with a marker system message, cut
+    that turn off, and keep a document BOS the template writes before it (Llama-3's
+    ``<|begin_of_text|>``), but not a BOS that is only the turn opener (ChatML's ``<|im_start|>``)."""
+    from jinja2 import TemplateError
+
+    system = [{"role": "system", "content": _SENTINEL}]
+    try:
+        head = tokenizer.apply_chat_template(system, tokenize=False)
+    except TemplateError:  # a template without a system role (Gemma) has no default to leave out
+        return tokenizer.apply_chat_template(msgs, tokenize=False)
+    full = tokenizer.apply_chat_template(system + msgs, tokenize=False)
+    if not full.startswith(head) or _SENTINEL not in head:
+        raise ValueError(
+            "system_prompt 'none': this chat template does not render a system turn as a prefix; "
+            "use system_prompt: template"
+        )
+    rest, bos = full[len(head) :], tokenizer.bos_token or ""
+    keep_bos = bool(bos) and head.startswith(bos) and not rest.startswith(bos)
+    return (bos if keep_bos else "") + rest
 
 
 def _leading_special(tokenizer: Any, ids: list[int]) -> int:
@@ -58,10 +89,17 @@ def _dedupe_bos(tokenizer: Any, ids: list[int]) -> list[int]:
 
 
 def encode_conversation(
-    tokenizer: Any, messages: Sequence[dict[str, str]], *, max_length: int, truncation: Truncation = "left"
+    tokenizer: Any,
+    messages: Sequence[dict[str, str]],
+    *,
+    max_length: int,
+    truncation: Truncation = "left",
+    system_prompt: SystemPrompt = "template",
 ) -> list[int] | None:
     """Token ids of one conversation (chat template or plain text), truncated; None when dropped."""
-    return encode_conversations(tokenizer, [messages], max_length=max_length, truncation=truncation)[0]
+    return encode_conversations(
+        tokenizer, [messages], max_length=max_length, truncation=truncation, system_prompt=system_prompt
+    )[0]
 
 
 def encode_conversations(
@@ -70,9 +108,10 @@ def encode_conversations(
     *,
     max_length: int,
     truncation: Truncation = "left",
+    system_prompt: SystemPrompt = "template",
 ) -> list[list[int] | None]:
     """Batched ``encode_conversation`` (one fast-tokenizer call for the whole list)."""
-    rendered = [render_conversation(tokenizer, c) for c in conversations]
+    rendered = [render_conversation(tokenizer, c, system_prompt) for c in conversations]
     out: list[list[int] | None] = [None] * len(rendered)
     for templated in (True, False):
         idx = [i for i, (_, t) in enumerate(rendered) if t == templated]
@@ -113,11 +152,14 @@ def encode_pairs(
     max_length: int,
     truncation: Truncation = "left",
     margins: Sequence[float | None] | None = None,
+    system_prompt: SystemPrompt = "template",
 ) -> EncodedPairs:
     """Encode chosen/rejected conversations; count truncated sequences and dropped pairs."""
     # Encode whole first (10**9: no limit) to count what the real max_length then truncates or drops.
-    full_c = encode_conversations(tokenizer, chosen, max_length=10**9, truncation="left")
-    full_r = encode_conversations(tokenizer, rejected, max_length=10**9, truncation="left")
+    full_c, full_r = (
+        encode_conversations(tokenizer, side, max_length=10**9, truncation="left", system_prompt=system_prompt)
+        for side in (chosen, rejected)
+    )
     out = EncodedPairs([], [], [], [] if margins is not None else None)
     for i, (c, r) in enumerate(zip(full_c, full_r)):
         tc = truncate(tokenizer, c, max_length=max_length, truncation=truncation)

@@ -51,6 +51,7 @@ class RewardModel(torch.nn.Module):
         pooling: Pooling,
         max_length: int,
         truncation: str = "left",
+        system_prompt: str = "template",
         norm_stats: dict[str, float] | None = None,
         trust_remote_code: bool = False,
     ) -> None:
@@ -62,6 +63,8 @@ class RewardModel(torch.nn.Module):
         self.pooling = pooling
         self.max_length = max_length
         self.truncation = truncation
+        self.system_prompt = system_prompt
+        """How a chat template renders a conversation without a system message (rmcore.encoding)."""
         self.norm_stats = norm_stats
         self.trust_remote_code = trust_remote_code
         """Whether the backbone was loaded with custom (repository) code: recorded when saved."""
@@ -126,6 +129,7 @@ class RewardModel(torch.nn.Module):
                 "pooling": self.pooling,
                 "max_length": self.max_length,
                 "truncation": self.truncation,
+                "system_prompt": self.system_prompt,
                 "norm_stats": self.norm_stats,
                 "trust_remote_code": self.trust_remote_code,
                 "rmcore_version": rmcore.__version__,
@@ -273,6 +277,7 @@ def load_reward_model(
         pooling=chosen,
         max_length=max_length,
         truncation=saved.get("truncation", "left"),
+        system_prompt=saved.get("system_prompt", "template"),
         norm_stats=saved.get("norm_stats"),
         trust_remote_code=trust_remote_code,
     )

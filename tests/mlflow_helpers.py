@@ -1,8 +1,9 @@
-"""Helpers for the MLflow tests: tiny reward-model folders and their directly computed rewards
-(the per-test MLflow store is conftest's ``mlflow_uri``)."""
+"""Helpers for the MLflow tests: tiny reward-model folders, their directly computed rewards and
+a registered version's lineage (the per-test MLflow store is conftest's ``mlflow_uri``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tiny import build_tiny_model_dir
@@ -36,3 +37,28 @@ def direct_rewards(folder: Path, rows: list[dict]) -> list[float]:
 
     model = load_reward_model(folder)
     return [float(r) for r in score_conversations(model, rows_to_conversations(rows))]
+
+
+def model_lineage(name: str, version: int | str) -> dict:
+    """Where a registered version came from: its tags and aliases, its run, and the run's
+    dataset inputs (path, digest, manifest; the manifest's own content when the file is there)."""
+    import tracking
+
+    c = tracking.client()
+    if isinstance(version, str) and not version.isdigit():
+        mv = c.get_model_version_by_alias(name, version)
+    else:
+        mv = c.get_model_version(name, str(version))
+    inputs = tracking.run_inputs(mv.run_id) if mv.run_id else []
+    for entry in inputs:
+        manifest = entry["tags"].get("rmflow.manifest")
+        if manifest and Path(manifest).is_file():
+            entry["manifest"] = json.loads(Path(manifest).read_text())
+    return {
+        "name": name,
+        "version": int(mv.version),
+        "aliases": sorted(mv.aliases),
+        "tags": dict(mv.tags),
+        "run_id": mv.run_id,
+        "inputs": inputs,
+    }

@@ -12,13 +12,14 @@ import json
 import sys
 from pathlib import Path
 
+from train_helpers import train_config
+
 from rmcore.train import ListSink, train_reward_model
-from rmcore.train.config import TrainConfig
 from rmcore.train.distributed import rank
 
 
 def main(config_json: str, mixture: str, out: str, report_dir: str) -> None:
-    config = TrainConfig(**json.loads(Path(config_json).read_text()))
+    config = train_config(**json.loads(Path(config_json).read_text()))
     sink = ListSink()
     result = train_reward_model(config, mixture_path=Path(mixture), output_dir=Path(out), sink=sink)
     report = {

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 from tiny import build_tiny_model_dir
+from train_helpers import update_train
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "outage-reward"
@@ -33,7 +34,8 @@ def small_pipeline_recipe(root: Path, *, epochs: int = 1, model_name: str = MODE
     recipe = yaml.safe_load((REPO / "deployments/recipes/demo.yaml").read_text())
     recipe["data"]["sources"] = [{"source": "helpsteer", "pairing": "all-pairs"}, {"source": "hh-rlhf/helpful-base"}]
     recipe["data"]["heldout"] = [{"source": "hh-rlhf/helpful-base", "split": "test"}]
-    recipe["train"].update(
+    update_train(
+        recipe["train"],
         model=str(model), max_length=64, bf16=False, micro_batch=8, global_batch=8, epochs=epochs
     )
     recipe["eval"].update(sample_per_subset=1, bf16=False, max_length=64)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from stack_helpers import CHROMIUM, chromium, free_port, get_json, project_for_stack, rmflow, run_deployment
+from train_helpers import update_train
 
 pytestmark = [
     pytest.mark.slow,
@@ -64,7 +65,7 @@ def small_pipeline(tmp: Path) -> dict[str, str]:
     data = write_sample_mirror(tmp / "data", rows_per_source=40)
     write_rewardbench_sample(data, per_subset=2)
     recipe = yaml.safe_load((Path(__file__).parents[1] / "deployments/recipes/demo.yaml").read_text())
-    recipe["train"].update(model=str(build_tiny_model_dir(tmp / "tiny")), max_length=96, bf16=False)
+    update_train(recipe["train"], model=str(build_tiny_model_dir(tmp / "tiny")), max_length=96, bf16=False)
     recipe["eval"].update(sample_per_subset=1, bf16=False, max_length=96)
     path = tmp / "browser-recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))

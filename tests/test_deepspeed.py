@@ -9,12 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tiny import build_tiny_model_dir
-from train_helpers import toy_pairs, write_mixture
+from train_helpers import toy_pairs, train_config, write_mixture
 
 from rmcore.config import ConfigError
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, deepspeed_config, train_reward_model
-from rmcore.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_zero_configs_fill_auto_values_from_the_training_config(stage):
     path = REPO / "deployments" / "deepspeed" / f"zero{stage}.json"
     assert json.loads(path.read_text())["zero_optimization"]["stage"] == stage
-    cfg = TrainConfig(model="x", micro_batch=4, global_batch=16, max_grad_norm=0.5, deepspeed=str(path))
+    cfg = train_config(model="x", micro_batch=4, global_batch=16, max_grad_norm=0.5, deepspeed=str(path))
     ds = deepspeed_config(cfg, bf16=False, world_size=2)
     assert (
         ds["train_micro_batch_size_per_gpu"],
@@ -55,12 +54,12 @@ def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
     }
     plain = ListSink()
     first = train_reward_model(
-        TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "plain", sink=plain
+        train_config(**base), mixture_path=mix, output_dir=tmp_path / "plain", sink=plain
     )
     stock_linear = torch.nn.functional.linear
     for stage in (2, 3):
         sink = ListSink()
-        cfg = TrainConfig(**base, deepspeed=str(REPO / "deployments" / "deepspeed" / f"zero{stage}.json"))
+        cfg = train_config(**base, deepspeed=str(REPO / "deployments" / "deepspeed" / f"zero{stage}.json"))
         result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / f"z{stage}", sink=sink)
         losses = sink.series("train/loss")
         assert len(losses) == 3 and losses[-1] < losses[0] - 0.05, losses
@@ -74,7 +73,7 @@ def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
     # ZeRO-3 swaps torch.nn.functional.linear process-wide; training puts it back, so a plain run
     # after it in this process (a Prefect worker) gives bitwise the same weights as before it.
     assert torch.nn.functional.linear is stock_linear
-    again = train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "again")
+    again = train_reward_model(train_config(**base), mixture_path=mix, output_dir=tmp_path / "again")
     wa = load_file(str(first.model_dir / "model.safetensors"))
     wb = load_file(str(again.model_dir / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -18,12 +18,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from tiny import build_tiny_model_dir
-from train_helpers import toy_pairs, write_mixture
+from train_helpers import toy_pairs, train_config, write_mixture
 
 from rmcore.config import ConfigError
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, train_reward_model
-from rmcore.train.config import TrainConfig
 from rmcore.train.distributed import shard_micro_batches
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +46,7 @@ def test_more_than_one_process_without_deepspeed_is_refused(tmp_path, monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match=r"WORLD_SIZE=2 .* set deepspeed: deployments/deepspeed/zero2.json"):
         train_reward_model(
-            TrainConfig(model="unused"), mixture_path=tmp_path / "none.parquet", output_dir=tmp_path / "o"
+            train_config(model="unused"), mixture_path=tmp_path / "none.parquet", output_dir=tmp_path / "o"
         )
 
 
@@ -71,7 +70,7 @@ def test_zero2_in_two_processes_matches_one_process(tmp_path):
         "checkpoint_every": 3,
     }
     plain = ListSink()
-    ref = train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "one", sink=plain)
+    ref = train_reward_model(train_config(**base), mixture_path=mix, output_dir=tmp_path / "one", sink=plain)
 
     out = tmp_path / "two"
     launch = _torchrun(tmp_path, base, "zero2", mix, out)
@@ -130,7 +129,7 @@ def test_zero3_in_two_processes_matches_one_process(tmp_path):
         "epochs": 1, "log_every": 1, "eval_fraction": 0.2, "bf16": False,
     }  # fmt: skip
     plain = ListSink()
-    ref = train_reward_model(TrainConfig(**base), mixture_path=mix, output_dir=tmp_path / "one", sink=plain)
+    ref = train_reward_model(train_config(**base), mixture_path=mix, output_dir=tmp_path / "one", sink=plain)
     out = tmp_path / "two"
     r0, r1 = _torchrun(tmp_path, base, "zero3", mix, out)()
     losses = [m["train/loss"] for _, m in r0["records"] if "train/loss" in m]

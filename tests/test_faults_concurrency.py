@@ -27,6 +27,7 @@ from fault_helpers import (
     weight_distance,
 )
 from tiny import build_tiny_model_dir
+from train_helpers import grouped
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -40,7 +41,7 @@ def _recipe(tmp: Path, name: str, model: Path, sources: list[dict], model_name: 
             "sources": sources,
             "heldout": [{"source": "hh-rlhf/helpful-base", "split": "test"}],
         },
-        "train": {
+        "train": grouped({
             "model": str(model),
             "max_length": 64,
             "bf16": False,
@@ -48,7 +49,7 @@ def _recipe(tmp: Path, name: str, model: Path, sources: list[dict], model_name: 
             "global_batch": 8,
             "max_steps": 4,
             "checkpoint_every": 2,
-        },
+        }),
         "eval": {"batch_size": 8, "max_length": 64, "bf16": False, "sample_per_subset": 1},
         "register": {"model_name": model_name},
     }

@@ -24,6 +24,7 @@ from fault_helpers import (
     visible_unmarked_files,
 )
 from tiny import build_tiny_model_dir
+from train_helpers import grouped
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -52,7 +53,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
             ],
             "heldout": [{"source": "hh-rlhf/helpful-base", "split": "test"}],
         },
-        "train": {
+        "train": grouped({
             "model": str(model),
             "max_length": 64,
             "bf16": False,
@@ -62,7 +63,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "log_every": 1,
             "checkpoint_every": 2,
             "keep_checkpoints": 5,
-        },
+        }),
         "eval": {"batch_size": 8, "max_length": 64, "bf16": False, "sample_per_subset": 1},
         "register": {"model_name": "faults-reward"},
     }

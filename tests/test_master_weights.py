@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import tiny_config, toy_pairs
+from train_helpers import changed, tiny_config, toy_pairs
 
 from rmcore.encoding import collate_pairs, encode_pairs
 from rmcore.model import load_reward_model
@@ -122,7 +121,7 @@ def test_interrupted_and_resumed_master_weights_run_ends_bitwise_equal(tiny_bert
 
 def test_autocast_mode_and_sdpa_remain_selectable(tiny_bert, mixture, tmp_path):
     """bf16_mode=autocast keeps the fp32-weights path; attn_implementation is applied."""
-    cfg = replace(_config(tiny_bert, max_steps=2), bf16_mode="autocast", attn_implementation="sdpa")
+    cfg = changed(_config(tiny_bert, max_steps=2), bf16_mode="autocast", attn_implementation="sdpa")
     run = train_reward_model(cfg, mixture_path=mixture, output_dir=tmp_path / "a")
     assert run.metrics["train/loss"] > 0
     model = load_reward_model(tiny_bert)
@@ -132,5 +131,5 @@ def test_autocast_mode_and_sdpa_remain_selectable(tiny_bert, mixture, tmp_path):
     assert model.hf.config._attn_implementation == "eager"  # auto, bf16 on CPU
     set_attention(model, _config(tiny_bert), torch.device("cpu"), bf16=False)
     assert model.hf.config._attn_implementation == "sdpa"  # auto, fp32 on CPU
-    set_attention(model, replace(_config(tiny_bert), attn_implementation="eager"), torch.device("cpu"), False)
+    set_attention(model, changed(_config(tiny_bert), attn_implementation="eager"), torch.device("cpu"), False)
     assert model.hf.config._attn_implementation == "eager"  # an explicit choice wins

@@ -4,13 +4,12 @@ forward run group by group, used by training only where it is exact, off on requ
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from tiny import build_tiny_model_dir
-from train_helpers import tiny_config, toy_pairs, write_mixture
+from train_helpers import changed, tiny_config, toy_pairs, write_mixture
 
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, disable_dropout, train_reward_model
@@ -87,7 +86,7 @@ def test_training_uses_the_packed_pass_and_matches_the_stock_run(tiny_bert, tmp_
     sinks = {"auto": ListSink(), "off": ListSink()}
     with caplog.at_level(logging.INFO, logger="rmcore.train"):
         for mode, sink in sinks.items():
-            cfg = replace(_config(tiny_bert), packed_encoder=mode)
+            cfg = changed(_config(tiny_bert), packing=mode)
             train_reward_model(cfg, mixture_path=mixture, output_dir=tmp_path / mode, sink=sink)
     assert "packed encoder pass: on" in caplog.text
     assert "packed encoder pass: off (packed_encoder is off)" in caplog.text

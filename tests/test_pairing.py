@@ -112,6 +112,22 @@ def test_pair_groups_is_deterministic_for_a_seed() -> None:
         pair_groups(offsets, scores, texts, pairing="bogus", seed=5)
 
 
+def test_pair_groups_uses_given_draws_instead_of_the_seed() -> None:
+    # group 0: best = item 1, others 0, 2, 3; u = 0.5 -> k = floor(0.5 * 3) = 1 -> item 2
+    # group 1: best = item 5, the only other is item 4
+    offsets = np.array([0, 4, 6])
+    scores = np.array([1.0, 4.0, 2.0, 3.0, 1.0, 2.0])
+    texts = pa.array(list("abcdef"))
+    u = np.array([0.5, 0.9])
+    got = pair_groups(offsets, scores, texts, pairing="best-vs-random", seed=5, draws=u)
+    want = pairs_best_vs_random(offsets, scores, texts, u)
+    assert (got.chosen.tolist(), got.rejected.tolist(), got.group.tolist()) == ([1, 5], [2, 4], [0, 1])
+    assert (want.chosen.tolist(), want.rejected.tolist(), want.group.tolist()) == ([1, 5], [2, 4], [0, 1])
+    assert got.dropped == want.dropped
+    with pytest.raises(ValueError, match="one per group, got 1 for 2 groups"):
+        pair_groups(offsets, scores, texts, pairing="best-vs-random", seed=5, draws=u[:1])
+
+
 def test_cap_per_group_keeps_at_most_cap_per_group() -> None:
     groups = np.array([0, 0, 0, 1, 1, 2])
     for cap, expected in ((1, [1, 1, 1]), (2, [2, 2, 1]), (5, [3, 2, 1])):

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from flow_helpers import ran
 from tiny import build_tiny_model_dir
+from train_helpers import update_train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -34,7 +35,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         {"source": "ultrafeedback", "pairing": "best-vs-random"},
     ]
     recipe["data"]["heldout"] = [{"source": "hh-rlhf/helpful-base", "split": "test"}]
-    recipe["train"].update(model=str(model), max_length=96, bf16=False, micro_batch=8, global_batch=8)
+    update_train(recipe["train"], model=str(model), max_length=96, bf16=False, micro_batch=8, global_batch=8)
     recipe["eval"].update(sample_per_subset=1, bf16=False, max_length=96)
     recipe["register"] = {"model_name": "e2e-reward"}
     path = tmp_path / "recipe.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow_helpers import ROWS, direct_rewards, tiny_reward_dir
+from mlflow_helpers import ROWS, direct_rewards, model_lineage, tiny_reward_dir
 
 import tracking
 from tracking import registry
@@ -187,7 +187,7 @@ def test_lineage_leads_from_a_version_to_the_mixture_and_its_manifest(mlflow_uri
     version = registry.register_reward_model(
         model_dirs[0], name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=40.0
     ).version
-    lineage = registry.model_lineage(NAME, "candidate")
+    lineage = model_lineage(NAME, "candidate")
     assert (lineage["version"], lineage["aliases"], lineage["run_id"]) == (version, ["candidate"], run_id)
     assert lineage["tags"]["rmflow.mixture_digest"] == LINEAGE["rmflow.mixture_digest"]
     [mix] = lineage["inputs"]
@@ -197,7 +197,7 @@ def test_lineage_leads_from_a_version_to_the_mixture_and_its_manifest(mlflow_uri
         {"uri": str(mixture)},
     )
     assert mix["manifest"]["inputs"] == [{"key": "hh", "digest": "0" * 64}]
-    assert registry.model_lineage(NAME, version) == lineage
+    assert model_lineage(NAME, version) == lineage
 
 
 def _write_small_parquet(path: Path) -> None:

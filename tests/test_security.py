@@ -77,9 +77,10 @@ def custom_code_model(root: Path, *, model_type: str) -> tuple[Path, Path]:
 
 
 def test_custom_model_code_never_runs_without_trust(tmp_path: Path) -> None:
+    from train_helpers import train_config
+
     from rmcore.model import load_reward_model
     from rmcore.train import train_reward_model
-    from rmcore.train.config import TrainConfig
 
     # A model type transformers does not know: refused, naming the fix.
     unknown, marker = custom_code_model(tmp_path, model_type="rmflow_custom")
@@ -87,10 +88,10 @@ def test_custom_model_code_never_runs_without_trust(tmp_path: Path) -> None:
         load_reward_model(unknown)
     assert not marker.exists()
     # Same through the training entry point with a recipe that does not set it (default off).
-    assert TrainConfig(model=str(unknown)).trust_remote_code is False
+    assert train_config(model=str(unknown)).backbone.trust_remote_code is False
     with pytest.raises(ValueError, match="contains custom code"):
         train_reward_model(
-            TrainConfig(model=str(unknown)),
+            train_config(model=str(unknown)),
             mixture_path=tmp_path / "unused.parquet",
             output_dir=tmp_path / "out",
         )
@@ -124,6 +125,7 @@ def test_trust_remote_code_is_recorded_on_the_mlflow_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mlflow
+    from train_helpers import changed
 
     from flows.context import RunContext
     from flows.model_stages import TRUST_TAG, start_tracking
@@ -132,8 +134,8 @@ def test_trust_remote_code_is_recorded_on_the_mlflow_run(
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # undone after the test (MLflow exports both)
         monkeypatch.setenv(var, f"sqlite:///{tmp_path / 'mlflow.db'}")
     demo = load_recipe("demo")
-    assert demo.train.trust_remote_code is False  # the shipped recipe leaves it off
-    trusted = replace(demo, train=replace(demo.train, trust_remote_code=True))
+    assert demo.train.backbone.trust_remote_code is False  # the shipped recipe leaves it off
+    trusted = replace(demo, train=changed(demo.train, trust_remote_code=True))
     tags, params = {}, {}
     for label, recipe in (("off", demo), ("on", trusted)):
         ctx = RunContext(recipe, None, "test data", tmp_path / "work")
@@ -141,7 +143,7 @@ def test_trust_remote_code_is_recorded_on_the_mlflow_run(
         run = mlflow.MlflowClient().get_run(run_id)
         tags[label], params[label] = (
             run.data.tags.get(TRUST_TAG),
-            run.data.params.get("train.trust_remote_code"),
+            run.data.params.get("train.backbone.trust_remote_code"),
         )
     mlflow.set_tracking_uri(None)
     assert tags == {"off": "false", "on": "true"}
@@ -194,15 +196,14 @@ def test_with_both_formats_safetensors_load_and_the_pickle_is_never_opened(tmp_p
 
 
 def test_resume_refuses_a_tampered_training_state(tmp_path: Path) -> None:
-    from train_helpers import toy_pairs, write_mixture
+    from train_helpers import toy_pairs, train_config, write_mixture
 
     from rmcore.train import train_reward_model
     from rmcore.train.checkpoint import latest_checkpoint
-    from rmcore.train.config import TrainConfig
 
     tiny = build_tiny_model_dir(tmp_path / "tiny")
     mixture = write_mixture(tmp_path / "mix.parquet", toy_pairs(24))
-    config = TrainConfig(
+    config = train_config(
         model=str(tiny),
         max_length=32,
         micro_batch=4,
@@ -514,5 +515,5 @@ def test_secret_env_values_appear_nowhere_a_run_writes(
     # Prefect ships logs from a background worker in batches: wait until the server has them.
     assert wait_for_api_log("reward model at"), "the run's log line never reached the Prefect API"
     assert files_containing([prefect_db.parent], ["reward model at"])
-    assert files_containing([tmp_path / "mlflow.db"], ["train.max_length"])
+    assert files_containing([tmp_path / "mlflow.db"], ["train.backbone.max_length"])
     assert files_containing(roots, list(canaries.values())) == {}

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import tiny_config, toy_pairs, write_mixture
+from train_helpers import changed, grouped, tiny_config, toy_pairs, train_config, write_mixture
 
-from rmcore.config import ConfigError, from_mapping
+from rmcore.config import ConfigError, from_mapping, load_yaml
 from rmcore.model import load_reward_model
 from rmcore.train import ListSink, lr_factor, train_reward_model
-from rmcore.train.config import TrainConfig, load_train_config
+from rmcore.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_bert, mixtu
     # resume=False starts over and ignores the checkpoints
     fresh = ListSink()
     train_reward_model(
-        replace(cfg, max_steps=2), mixture_path=mixture, output_dir=tmp_path / "cut", sink=fresh, resume=False
+        changed(cfg, max_steps=2), mixture_path=mixture, output_dir=tmp_path / "cut", sink=fresh, resume=False
     )
     assert [step for step, _ in fresh.records] == [1, 2]
 
@@ -138,7 +138,7 @@ def test_drop_truncation_counts_dropped_pairs(tiny_bert, tmp_path):
     cfg = _config(tiny_bert, truncation="drop", max_steps=1)
     result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / "o")
     assert result.data == {"train_pairs": 8, "eval_pairs": 2, "sequences_truncated": 0, "pairs_dropped": 2}
-    left = train_reward_model(replace(cfg, truncation="left"), mixture_path=mix, output_dir=tmp_path / "l")
+    left = train_reward_model(changed(cfg, truncation="left"), mixture_path=mix, output_dir=tmp_path / "l")
     assert left.data == {"train_pairs": 10, "eval_pairs": 2, "sequences_truncated": 2, "pairs_dropped": 0}
 
 
@@ -147,7 +147,7 @@ def test_margin_from_score_gap_and_centering_train(tiny_bert, tmp_path):
     mix = write_mixture(tmp_path / "m.parquet", pairs, scores=[(5.0, 1.0)] * 8 + [(None, None)] * 8)
     cfg = from_mapping(
         TrainConfig,
-        {
+        grouped({
             "model": str(tiny_bert),
             "max_length": 64,
             "micro_batch": 4,
@@ -156,7 +156,7 @@ def test_margin_from_score_gap_and_centering_train(tiny_bert, tmp_path):
             "log_every": 1,
             "bf16": False,
             "loss": {"margin": "score_gap", "margin_scale": 0.25, "center_coef": 0.01},
-        },
+        }),
     )
     with_margin, without = ListSink(), ListSink()
     result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / "o", sink=with_margin)
@@ -174,14 +174,14 @@ def test_example_configs_load_and_bad_keys_are_refused():
     paths = sorted((REPO / "deployments" / "train").glob("*.yaml"))
     assert paths, "deployments/train/*.yaml missing"
     for path in paths:
-        cfg = load_train_config(path)
-        assert cfg.global_batch % cfg.micro_batch == 0
+        cfg = from_mapping(TrainConfig, load_yaml(path), where=str(path))
+        assert cfg.batching.global_batch % cfg.batching.micro_batch == 0
         if cfg.deepspeed:
             assert (REPO / cfg.deepspeed).exists()
     with pytest.raises(ConfigError, match="unknown key"):
         from_mapping(TrainConfig, {"model": "x", "learning_rate": 1.0})
     with pytest.raises(ConfigError, match="multiple of micro_batch"):
-        TrainConfig(model="x", micro_batch=3, global_batch=8)
+        train_config(model="x", micro_batch=3, global_batch=8)
 
 
 def test_rmflow_train_cli_prints_one_json_object(tiny_bert, mixture, tmp_path, capsys):
@@ -190,7 +190,10 @@ def test_rmflow_train_cli_prints_one_json_object(tiny_bert, mixture, tmp_path, c
     from rmflow.cli import main
 
     cfg = tmp_path / "train.yaml"
-    cfg.write_text(f"model: {tiny_bert}\nmax_length: 64\nmicro_batch: 4\nglobal_batch: 8\nmax_steps: 2\n")
+    cfg.write_text(
+        f"model: {tiny_bert}\nbackbone: {{max_length: 64}}\nbatching: {{micro_batch: 4, global_batch: 8}}\n"
+        "optim: {max_steps: 2}\n"
+    )
     assert main(["train", str(cfg), "--mixture", str(mixture), "--out", str(tmp_path / "o"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 2 and result["model_dir"] == str(tmp_path / "o" / "model")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from train_helpers import hh_pairs, write_mixture
+from train_helpers import hh_pairs, train_config, write_mixture
 
 from rmcore.train import ListSink, train_reward_model
-from rmcore.train.config import TrainConfig
 
 
 @pytest.mark.slow
@@ -20,7 +19,7 @@ def test_minilm_fits_32_real_hh_rlhf_pairs(shared_data, minilm_dir, tmp_path):
     """
     pairs = hh_pairs(shared_data, "helpful-base", n=32)
     mix = write_mixture(tmp_path / "mix.parquet", pairs + pairs, splits=["train"] * 32 + ["validation"] * 32)
-    config = TrainConfig(
+    config = train_config(
         model=str(minilm_dir),
         max_length=128,
         lr=2e-4,

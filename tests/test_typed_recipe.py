@@ -14,15 +14,15 @@ BASE = {"name": "r", "data": {"sources": [{"source": "hh-rlhf/helpful-base"}]}}
 def test_sections_are_typed_configs():
     demo = load_recipe("demo")
     assert isinstance(demo.train, TrainConfig) and isinstance(demo.eval, EvalConfig)
-    assert demo.train.max_length == 256 and demo.eval.sample_per_subset == 5
+    assert demo.train.backbone.max_length == 256 and demo.eval.sample_per_subset == 5
     data_only = recipe_from_mapping(BASE)
     assert data_only.train is None and data_only.eval == EvalConfig()
 
 
 def test_a_spelled_out_default_is_the_same_training_and_the_same_cache_entry():
     short = recipe_from_mapping({**BASE, "train": {"model": "x"}})
-    spelled = recipe_from_mapping({**BASE, "train": {"model": "x", "max_length": 512}})  # 512: the default
-    other = recipe_from_mapping({**BASE, "train": {"model": "x", "max_length": 256}})
+    spelled = recipe_from_mapping({**BASE, "train": {"model": "x", "backbone": {"max_length": 512}}})  # 512: the default
+    other = recipe_from_mapping({**BASE, "train": {"model": "x", "backbone": {"max_length": 256}}})
     assert short.train == spelled.train and config_hash(short.train) == config_hash(spelled.train)
     key = lambda r: stage_key("train", train=r.train, mixture_digest="m", work="/w")
     assert key(short) == key(spelled) != key(other)

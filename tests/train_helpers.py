@@ -27,11 +27,62 @@ tests' numbers must not depend on whether this CPU's bf16 is fast; tests/test_pr
 covers ``bf16: auto``)."""
 
 
-def tiny_config(model: Path, **overrides):
-    """A TrainConfig for a tiny model folder: ``TINY_TRAINING`` with ``overrides``."""
+def grouped(flat: dict) -> dict:
+    """Flat training keys (``lr``, ``micro_batch``, ...) -> TrainConfig's groups (``optim.lr``, ...).
+
+    Tests spell settings flat for brevity; recipes and YAML files spell them grouped."""
+    import dataclasses
+
     from rmcore.train.config import TrainConfig
 
-    return TrainConfig(**{"model": str(model), **TINY_TRAINING, **overrides})
+    places = dict(TrainConfig.MOVED_KEYS)  # the old flat names, and each group's own field names
+    for group in dataclasses.fields(TrainConfig):
+        if dataclasses.is_dataclass(group.default_factory) and group.name != "loss":
+            for f in dataclasses.fields(group.default_factory):
+                places.setdefault(f.name, f"{group.name}.{f.name}")
+    out: dict = {}
+    for key, value in flat.items():
+        group, _, name = places.get(key, key).rpartition(".")
+        if group:
+            out.setdefault(group, {})[name] = value
+        elif isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def train_config(**flat):
+    """A TrainConfig from flat keys (``train_config(model="m", lr=1e-3)``), validated as a recipe's is."""
+    from rmcore.config import from_mapping
+    from rmcore.train.config import TrainConfig
+
+    return from_mapping(TrainConfig, grouped(flat))
+
+
+def update_train(section: dict, **flat) -> dict:
+    """Merge flat keys into a recipe's grouped ``train`` section (a dict from YAML), in place."""
+    for key, value in grouped(flat).items():
+        if isinstance(value, dict):
+            section[key] = {**(section.get(key) or {}), **value}
+        else:
+            section[key] = value
+    return section
+
+
+def tiny_config(model: Path, **overrides):
+    """A TrainConfig for a tiny model folder: ``TINY_TRAINING`` with ``overrides`` (flat keys)."""
+    return train_config(**{"model": str(model), **TINY_TRAINING, **overrides})
+
+
+def changed(config, **overrides):
+    """``config`` with some settings replaced, given as flat keys (``changed(cfg, max_steps=2)``)."""
+    from rmcore.config import from_mapping, to_dict
+
+    data = to_dict(config)
+    for group, values in grouped(overrides).items():
+        data[group] = {**data[group], **values} if isinstance(values, dict) else values
+    return from_mapping(type(config), data)
 
 
 def hh_messages(transcript: str) -> list[dict[str, str]]:

@@ -265,26 +265,3 @@ def _record(d: GateDecision) -> None:
         tracking.set_tags(run_id, {**tags, "rmflow.gate.version": str(d.version)})
         tracking.log_metrics(run_id, {"gate/promoted": 1.0 if d.promoted else 0.0})
     log.info("gate %s v%d: %s (%s)", d.name, d.version, label, d.reason)
-
-
-def model_lineage(name: str, version: int | str) -> dict:
-    """Where a registered version came from: its tags and aliases, its run, and the run's
-    dataset inputs (path, digest, manifest; the manifest's own content when the file is there)."""
-    c = tracking.client()
-    if isinstance(version, str) and not version.isdigit():
-        mv = c.get_model_version_by_alias(name, version)
-    else:
-        mv = c.get_model_version(name, str(version))
-    inputs = tracking.run_inputs(mv.run_id) if mv.run_id else []
-    for entry in inputs:
-        manifest = entry["tags"].get("rmflow.manifest")
-        if manifest and Path(manifest).is_file():
-            entry["manifest"] = json.loads(Path(manifest).read_text())
-    return {
-        "name": name,
-        "version": int(mv.version),
-        "aliases": sorted(mv.aliases),
-        "tags": dict(mv.tags),
-        "run_id": mv.run_id,
-        "inputs": inputs,
-    }

@@ -258,15 +258,29 @@ def pairs_best_vs_random(
 
 
 def pair_groups(
-    offsets: np.ndarray, scores: np.ndarray, texts: pa.Array, *, pairing: str, seed: int
+    offsets: np.ndarray,
+    scores: np.ndarray,
+    texts: pa.Array,
+    *,
+    pairing: str,
+    seed: int,
+    draws: np.ndarray | None = None,
 ) -> GroupPairs:
-    """Pair the items (``scores``/``texts`` in group order) of each group of CSR ``offsets``; seeded."""
+    """Pair the items (``scores``/``texts`` in group order) of each group of CSR ``offsets``; seeded.
+
+    ``draws``: one uniform [0, 1) draw per group for best-vs-random, used instead of drawing
+    from ``seed``. A source that pairs a file batch by batch draws once for the whole file
+    and passes each batch its slice, so the pairs do not depend on where the batches are cut.
+    """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
+    n_groups = len(offsets) - 1
+    if draws is not None and len(draws) != n_groups:
+        raise ValueError(f"draws: need one per group, got {len(draws)} for {n_groups} groups")
     if pairing == ALL_PAIRS:
         return pairs_all(offsets, scores, texts)
-    if pairing == BEST_VS_RANDOM:
-        u = np.random.default_rng(seed).random(len(offsets) - 1)
-        return pairs_best_vs_random(offsets, scores, texts, u)
-    raise ValueError(f"unknown pairing {pairing!r}; valid: {', '.join(PAIRINGS)}")
+    u = np.random.default_rng(seed).random(n_groups) if draws is None else draws
+    return pairs_best_vs_random(offsets, scores, texts, u)
 
 
 # ---------------------------------------------------------------- caps

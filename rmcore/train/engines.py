@@ -44,7 +44,7 @@ class TorchEngine:
     def step(self) -> float:
         """Clip, step optimizer and schedule, zero grads; return the pre-clip grad norm."""
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else float("inf")
+        max_norm = self.config.optim.max_grad_norm if self.config.optim.max_grad_norm > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         self.optimizer.step()
         self.scheduler.step()
@@ -59,7 +59,7 @@ class TorchEngine:
             optimizer=self.optimizer,
             scheduler=self.scheduler,
             state=state,
-            keep=self.config.keep_checkpoints,
+            keep=self.config.checkpoints.keep,
         )
 
     def restore(self, path: Path) -> dict[str, Any]:
@@ -112,7 +112,7 @@ class DeepSpeedEngine:
 
     def save(self, root: Path, step: int, state: dict[str, Any]) -> Path:
         return save_deepspeed_checkpoint(
-            root, step, engine=self.engine, state=state, keep=self.config.keep_checkpoints
+            root, step, engine=self.engine, state=state, keep=self.config.checkpoints.keep
         )
 
     def restore(self, path: Path) -> dict[str, Any]:
@@ -152,18 +152,18 @@ def deepspeed_config(config: TrainConfig, bf16: bool, *, world_size: int = 1) ->
     ``global_batch`` pairs per optimizer step are shared by ``world_size`` ranks, so each rank
     accumulates ``global_batch / (micro_batch * world_size)`` micro-batches.
     """
-    per_step = config.micro_batch * world_size
-    if config.global_batch % per_step:
+    per_step = config.batching.micro_batch * world_size
+    if config.batching.global_batch % per_step:
         raise ConfigError(
-            f"global_batch ({config.global_batch}) must be a multiple of micro_batch * world size "
-            f"({config.micro_batch} * {world_size} = {per_step}); set global_batch to a multiple of {per_step}"
+            f"global_batch ({config.batching.global_batch}) must be a multiple of micro_batch * world size "
+            f"({config.batching.micro_batch} * {world_size} = {per_step}); set global_batch to a multiple of {per_step}"
         )
     ds = json.loads(Path(config.deepspeed).read_text())
     filled = {
-        "train_micro_batch_size_per_gpu": config.micro_batch,
-        "gradient_accumulation_steps": config.global_batch // per_step,
-        "train_batch_size": config.global_batch,
-        "gradient_clipping": config.max_grad_norm,
+        "train_micro_batch_size_per_gpu": config.batching.micro_batch,
+        "gradient_accumulation_steps": config.batching.global_batch // per_step,
+        "train_batch_size": config.batching.global_batch,
+        "gradient_clipping": config.optim.max_grad_norm,
     }
     for key, value in filled.items():
         if ds.get(key, "auto") == "auto":

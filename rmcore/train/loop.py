@@ -55,14 +55,14 @@ class Window:
 def schedule(config: TrainConfig, lengths: list[int]) -> Iterator[tuple[int, list[int]]]:
     """(step, pair indices of its global batch) for every step of every epoch."""
     step = 0
-    for epoch in range(config.epochs):
+    for epoch in range(config.optim.epochs):
         plan = plan_global_batches(
             lengths,
-            config.global_batch,
+            config.batching.global_batch,
             seed=config.seed,
             epoch=epoch,
-            mega_batches=config.mega_batches,
-            group_by_length=config.group_by_length,
+            mega_batches=config.batching.mega_batches,
+            group_by_length=config.batching.group_by_length,
         )
         for batch in plan:
             yield step, batch
@@ -96,7 +96,7 @@ class Loop:
     def run(self, start: int, ckpt_root: Path) -> None:
         cfg = self.config
         progress = Progress(
-            "train", self.total, every_steps=cfg.log_every, every_seconds=cfg.progress_seconds,
+            "train", self.total, every_steps=cfg.logging.every, every_seconds=cfg.logging.progress_seconds,
             start=start, bar=None if dist.is_main() else False,
         )  # fmt: skip
         with progress:
@@ -118,12 +118,12 @@ class Loop:
             shown = {k: seen.get(f"train/{k}", float("nan")) for k in ("loss", "accuracy")}
             if progress.update(done, metrics=shown, rate=rate):
                 self.progress_window = Window()
-        if done % cfg.log_every == 0 or done == self.total:
+        if done % cfg.logging.every == 0 or done == self.total:
             self.last_train = self.window.flush()
             self.sink.log_metrics(self.last_train, done)
-        if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total:
+        if cfg.evaluation.every and done % cfg.evaluation.every == 0 and done != self.total:
             self.sink.log_metrics(self.evaluate()[0], done)
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == self.total:
+        if (cfg.checkpoints.every and done % cfg.checkpoints.every == 0) or done == self.total:
             self.last_checkpoint = self.engine.save(
                 ckpt_root,
                 done,
@@ -141,11 +141,11 @@ class Loop:
         lr = self.engine.lr()  # the rate this step uses
         sums: dict[str, float] = {}
         real = processed = 0
-        micros = split_micro_batches(batch, self.lengths, cfg.micro_batch)
+        micros = split_micro_batches(batch, self.lengths, cfg.batching.micro_batch)
         pad_to = getattr(self.engine, "micro_steps", None)
         for micro, is_real in dist.shard_micro_batches(micros, self.rank, self.world, pad_to=pad_to):
             b = to_device(
-                collate_micro_batch(self.train_pairs, micro, self.pad_id, cfg.max_groups, cfg.group_overhead),
+                collate_micro_batch(self.train_pairs, micro, self.pad_id, cfg.batching.max_groups, cfg.batching.group_overhead),
                 self.device,
             )
             share = len(micro) / len(batch) if is_real else 0.0  # of the global batch's mean loss
@@ -178,7 +178,7 @@ class Loop:
             self.engine.module,
             self.eval_pairs,
             pad_id=self.pad_id,
-            batch=self.config.eval_batch,
+            batch=self.config.evaluation.batch,
             device=self.device,
             bf16=self.bf16 and self.engine.autocast,
             config=self.config,

@@ -37,6 +37,7 @@ def bf16_working_copy(model: RewardModel) -> RewardModel:
         pooling=model.pooling,
         max_length=model.max_length,
         truncation=model.truncation,
+        system_prompt=model.system_prompt,
         norm_stats=model.norm_stats,
     ).train(model.training)
     work.packed = model.packed

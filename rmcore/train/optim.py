@@ -15,12 +15,12 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module, *, fused: bool =
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": decay, "weight_decay": config.optim.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     # fused: one kernel over all tensors (about 30x less optimizer time than the per-tensor loop on CPU)
     return torch.optim.AdamW(
-        groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps, fused=fused
+        groups, lr=config.optim.lr, betas=tuple(config.optim.adam_betas), eps=config.optim.adam_eps, fused=fused
     )
 
 
@@ -39,7 +39,7 @@ def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
 def make_scheduler(
     config: TrainConfig, optimizer: torch.optim.Optimizer, total: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = math.ceil(config.warmup_ratio * total)
+    warmup = math.ceil(config.optim.warmup_ratio * total)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total=total, warmup=warmup, kind=config.scheduler)
+        optimizer, lambda s: lr_factor(s, total=total, warmup=warmup, kind=config.optim.scheduler)
     )

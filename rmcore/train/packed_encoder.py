@@ -11,7 +11,7 @@ matrix (no copies, still no attention across sequences). The modules called are 
 model's own, so the weights, the checkpoint and the exported model are unchanged; only the
 order of the work differs (results equal the stock forward to float rounding: tests).
 
-Used by training when ``TrainConfig.packed_encoder`` allows it and :func:`unsupported_reason`
+Used by training when ``TrainConfig.compute.packed_encoder`` allows it and :func:`unsupported_reason`
 returns None; any other model runs the stock forward.
 """
 

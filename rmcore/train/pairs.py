@@ -23,14 +23,14 @@ def load_mixture_pairs(
     table = read_table(mixture_path, "mixture")
     rows = table.select(["chosen", "rejected", "chosen_score", "rejected_score", "split"]).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
-    held = [r for r in rows if r["split"] == config.eval_split]
+    held = [r for r in rows if r["split"] == config.evaluation.split]
     other = len(rows) - len(train) - len(held)
     if other:
         log.info("%s: %d rows with another split ignored", mixture_path, other)
-    if not held and config.eval_fraction > 0 and len(train) > 1:
+    if not held and config.evaluation.fraction > 0 and len(train) > 1:
         order = list(range(len(train)))
         random.Random(config.seed).shuffle(order)
-        n_eval = max(1, round(config.eval_fraction * len(train)))
+        n_eval = max(1, round(config.evaluation.fraction * len(train)))
         held = [train[i] for i in order[:n_eval]]
         train = [train[i] for i in sorted(order[n_eval:])]
     if not train:
@@ -53,9 +53,10 @@ def _encode(config: TrainConfig, tokenizer: Any, rows: list[dict[str, Any]]) -> 
         tokenizer,
         [r["chosen"] for r in rows],
         [r["rejected"] for r in rows],
-        max_length=config.max_length,
-        truncation=config.truncation,
+        max_length=config.backbone.max_length,
+        truncation=config.backbone.truncation,
         margins=margins,
+        system_prompt=config.backbone.system_prompt,
     )
 
 
@@ -63,7 +64,7 @@ def collate_micro_batch(
     pairs: EncodedPairs, idx: list[int], pad_id: int, max_groups: int, overhead: int = 32
 ) -> PairBatch:
     """Collate pairs ``idx`` into at most ``max_groups`` padded length groups; a split is made only
-    when it saves more than ``overhead`` padded tokens (TrainConfig.group_overhead's default)."""
+    when it saves more than ``overhead`` padded tokens (TrainConfig.batching.group_overhead's default)."""
     return collate_pairs(
         [pairs.chosen[i] for i in idx],
         [pairs.rejected[i] for i in idx],

@@ -21,7 +21,7 @@ from rmcore.config import ConfigError
 from rmcore.io import write_json
 from rmcore.precision import Probe
 from rmcore.train import distributed as dist
-from rmcore.train.backbone import disable_dropout, load_model
+from rmcore.train.backbone import disable_dropout, freeze_lower_layers, load_model
 from rmcore.train.checkpoint import latest_checkpoint
 from rmcore.train.config import TrainConfig
 from rmcore.train.cpu_memory import retain_freed_memory
@@ -79,7 +79,7 @@ def train_reward_model(
             "multi-process training runs through DeepSpeed: set deepspeed: deployments/deepspeed/zero2.json"
         )
     linear = torch.nn.functional.linear
-    on_cpu = config.malloc_tuning == "auto" and not torch.cuda.is_available()
+    on_cpu = config.compute.malloc_tuning == "auto" and not torch.cuda.is_available()
     try:
         with retain_freed_memory(on_cpu):
             return _train(config, mixture_path, output_dir, sink, resume, precision_probe)
@@ -102,23 +102,24 @@ def _train(
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(config)
+    freeze_lower_layers(model, config.backbone.trainable_layers)
     precision = training_precision(config, model, device, probe)
     bf16 = precision.bf16
     set_attention(model, config, device, bf16)
     train_pairs, eval_pairs = load_mixture_pairs(config, Path(mixture_path), model.tokenizer)
-    if not config.dropout:
+    if not config.backbone.dropout:
         disable_dropout(model)
-    if config.gradient_checkpointing is True or (
-        config.gradient_checkpointing == "auto" and device.type == "cuda"
+    if config.compute.gradient_checkpointing is True or (
+        config.compute.gradient_checkpointing == "auto" and device.type == "cuda"
     ):
         enable = getattr(model.hf, "activation_checkpointing_enable", None)  # transformers >= 5.x name
         (enable or model.hf.gradient_checkpointing_enable)()
     model.to(device).train()
-    per_epoch = math.ceil(len(train_pairs) / config.global_batch)
+    per_epoch = math.ceil(len(train_pairs) / config.batching.global_batch)
     total = (
-        per_epoch * config.epochs
-        if config.max_steps is None
-        else min(config.max_steps, per_epoch * config.epochs)
+        per_epoch * config.optim.epochs
+        if config.optim.max_steps is None
+        else min(config.optim.max_steps, per_epoch * config.optim.epochs)
     )
     set_packing(model, config)
     engine = make_engine(config, model, total, bf16, device)

@@ -20,14 +20,14 @@ def training_precision(
     config: TrainConfig, model: RewardModel, device: torch.device, probe: Probe | None = None
 ) -> Precision:
     """bf16 or fp32 for this model on this device (``bf16: auto`` measures; rmcore.precision)."""
-    return resolve_for_model(config.bf16, device, model.hf.config, probe=probe)
+    return resolve_for_model(config.compute.bf16, device, model.hf.config, probe=probe)
 
 
 def make_engine(config: TrainConfig, model: RewardModel, total: int, bf16: bool, device: torch.device):
     """DeepSpeed when configured; else bf16 with fp32 master weights or plain PyTorch (+ autocast)."""
     if config.deepspeed:
         return DeepSpeedEngine(config, model, total, bf16)
-    mode = config.bf16_mode
+    mode = config.compute.bf16_mode
     if mode == "auto":
         mode = "autocast" if device.type == "cuda" else "master_weights"
     if bf16 and mode == "master_weights":
@@ -41,7 +41,7 @@ def set_attention(model: RewardModel, config: TrainConfig, device: torch.device,
     real tokens/s on MiniLM), SDPA in fp32 (as fast as eager there, median step 0.739 vs
     0.758 s in an interleaved A/B on AVX2, and it keeps no (length x length) score matrices
     for backward); elsewhere the model's default (bench/RESULTS.md)."""
-    choice = config.attn_implementation
+    choice = config.compute.attn_implementation
     if choice == "auto":
         if device.type != "cpu":
             return
@@ -53,7 +53,7 @@ def set_attention(model: RewardModel, config: TrainConfig, device: torch.device,
 
 def set_packing(model: RewardModel, config: TrainConfig) -> None:
     """One packed encoder pass per micro-batch where the model supports it (not under DeepSpeed)."""
-    reason = "packed_encoder is off" if config.packed_encoder == "off" else None
+    reason = "packing is off" if config.compute.packing == "off" else None
     if reason is None and config.deepspeed:
         reason = "DeepSpeed runs the engine's own forward"
     reason = reason or unsupported_reason(model.hf, model.pooling)

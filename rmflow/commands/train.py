@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> dict:
     mixture = args.mixture or data.pop("mixture", None)
     data.pop("mixture", None)
     if args.max_steps is not None:
-        data["max_steps"] = args.max_steps
+        data["optim"] = {**(data.get("optim") or {}), "max_steps": args.max_steps}
     if not mixture:
         raise ConfigError(
             f"{args.config}: no mixture given; pass --mixture PATH or set `mixture:` in the config"

@@ -30,8 +30,7 @@ from rmcore.data.pairing import (
     SAME_TEXT,
     UNRATED,
     cap_per_group,
-    pairs_all,
-    pairs_best_vs_random,
+    pair_groups,
 )
 from rmcore.data.sources.base import MULTI_RESPONSE_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import (
@@ -174,10 +173,9 @@ def _clean_batch(
         scores, response = scores[keep_items], response.filter(pa.array(keep_items))
         sizes = np.where(good, sizes, 0)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    if options.pairing in (None, BEST_VS_RANDOM):
-        gp = pairs_best_vs_random(offsets, scores, response, u)
-    else:
-        gp = pairs_all(offsets, scores, response)
+    gp = pair_groups(
+        offsets, scores, response, pairing=options.pairing or BEST_VS_RANDOM, seed=options.seed, draws=u
+    )
     dropped = {TOO_FEW: int((good & (sizes < 2)).sum()), **gp.dropped}
     chosen, rejected, group = gp.chosen, gp.rejected, gp.group
     if options.per_prompt is not None:
