@@ -12,26 +12,44 @@ from rmcore.data.stages import source_fingerprint
 from rmcore.data.stats import stats_markdown
 from tasks.data import clean_task, download_task, mixture_task
 
-
-def _splits(ctx: RunContext, specs: tuple[SourceSpec, ...]) -> list[tuple[str, str]]:
-    seen: dict[tuple[str, str], None] = {}
-    for spec in specs:
-        seen[(spec.source, spec.split)] = None
-    return list(seen)
+Input = tuple[str, str, tuple[str, ...] | None]
+"""What one download reads: (source, split, the recipe entry's ``files`` or None for the hub layout)."""
 
 
-def run_downloads(ctx: RunContext, *, heldout: bool = True) -> tuple[dict[tuple[str, str], dict], list[str]]:
-    """Download every (source, split) the recipe names; report what the data dir lacks."""
+def _input(spec: SourceSpec) -> Input:
+    return (spec.source, spec.split, spec.files)
+
+
+def _inputs(ctx: RunContext, specs: tuple[SourceSpec, ...]) -> dict[Input, str]:
+    """Each input the specs read once -> the recipe entry naming it (for error messages)."""
+    seen: dict[Input, str] = {}
+    for section in ("sources", "heldout"):
+        for i, spec in enumerate(getattr(ctx.recipe.data, section)):
+            if spec in specs:
+                where = f"{ctx.recipe.path or ctx.recipe.name}: data.{section}[{i}] ({spec.key})"
+                seen.setdefault(_input(spec), where)
+    return seen
+
+
+def run_downloads(ctx: RunContext, *, heldout: bool = True) -> tuple[dict[Input, dict], list[str]]:
+    """Download every (source, split, files) the recipe names; report what the data dir lacks.
+
+    Every input is fingerprinted before any download starts, so listed ``files`` that are
+    missing or outside the data dir (or given without one) fail the run before any stage runs.
+    """
     logger = get_run_logger()
     specs = ctx.recipe.data.sources + (ctx.recipe.data.heldout if heldout else ())
+    digests = {
+        key: source_fingerprint(key[0], key[1], ctx.data_dir, key[2], where=where)
+        for key, where in _inputs(ctx, specs).items()
+    }
     futures, missing = {}, []
-    for source, split in _splits(ctx, specs):
-        digest = source_fingerprint(source, split, ctx.data_dir)
+    for (source, split, files), digest in digests.items():
         if digest == "missing":
             missing.append(f"{source} [{split}]")
             continue
-        futures[(source, split)] = download_task.submit(
-            source, split, str(ctx.data_dir) if ctx.data_dir else None, digest, str(ctx.work)
+        futures[(source, split, files)] = download_task.submit(
+            source, split, str(ctx.data_dir) if ctx.data_dir else None, digest, str(ctx.work), files
         )
     if missing:
         logger.warning("not in %s, left out: %s", ctx.data_label, ", ".join(missing))
@@ -39,19 +57,19 @@ def run_downloads(ctx: RunContext, *, heldout: bool = True) -> tuple[dict[tuple[
 
 
 def run_cleaning(
-    ctx: RunContext, downloads: dict[tuple[str, str], dict], specs: tuple[SourceSpec, ...]
+    ctx: RunContext, downloads: dict[Input, dict], specs: tuple[SourceSpec, ...]
 ) -> dict[str, dict]:
     """Clean + pair every available spec, in parallel."""
     futures = {
         spec.key: clean_task.submit(
             spec,
-            downloads[(spec.source, spec.split)]["raw_dir"],
-            downloads[(spec.source, spec.split)]["digest"],
+            downloads[_input(spec)]["raw_dir"],
+            downloads[_input(spec)]["digest"],
             ctx.recipe.data.seed,
             str(ctx.work),
         )
         for spec in specs
-        if (spec.source, spec.split) in downloads
+        if _input(spec) in downloads
     }
     return {k: f.result() for k, f in futures.items()}
 

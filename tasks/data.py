@@ -19,7 +19,7 @@ def _slug(source: str) -> str:
 
 DOWNLOAD = Stage(
     "download",
-    key_params=("source", "split", "input_digest", "work"),
+    key_params=("source", "split", "files", "input_digest", "work"),
     folder=lambda p: Path("raw") / _slug(p["source"]) / p["split"],
     code=("rmcore.data.stages",),
     intact=stages.download_intact,
@@ -48,20 +48,37 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
+def _download_run_name(parameters: dict[str, Any]) -> str:
+    """``download SOURCE [SPLIT]``, plus ``from FILES`` for a recipe entry's listed files."""
+    name = f"download {parameters['source']} [{parameters['split']}]"
+    files = parameters.get("files")
+    return f"{name} from {', '.join(files)}" if files else name
+
+
 @DOWNLOAD.task(
-    task_run_name="download {source} [{split}]",
+    task_run_name=_download_run_name,
     retries=3,
     retry_delay_seconds=[2, 8, 30],
     retry_jitter_factor=0.5,
     retry_condition_fn=_retry_transient,
 )
-def download_task(source: str, split: str, data_dir: str | None, input_digest: str, work: str) -> dict:
-    """Fetch one source split into raw Parquet + manifest (transient errors retried with backoff and jitter)."""
+def download_task(
+    source: str,
+    split: str,
+    data_dir: str | None,
+    input_digest: str,
+    work: str,
+    files: tuple[str, ...] | None = None,
+) -> dict:
+    """Fetch one source split into raw Parquet + manifest (transient errors retried with backoff and jitter).
+
+    ``files``: the recipe entry's paths under ``data_dir`` read instead of the hub layout.
+    """
     out = DOWNLOAD.output_dir(locals())
     build_once(
         out,
         lambda tmp: stages.download_source(
-            source, split, Path(data_dir) if data_dir else None, tmp, publish_dir=out
+            source, split, Path(data_dir) if data_dir else None, tmp, files=files, publish_dir=out
         ),
         intact=DOWNLOAD.intact,
     )
@@ -70,6 +87,7 @@ def download_task(source: str, split: str, data_dir: str | None, input_digest: s
     return {
         "source": source,
         "split": split,
+        "files": list(files) if files is not None else None,
         "raw_dir": str(out),
         "digest": manifest["sha256"],
         "rows": manifest["rows"],

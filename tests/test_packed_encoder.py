@@ -89,7 +89,7 @@ def test_training_uses_the_packed_pass_and_matches_the_stock_run(tiny_bert, tmp_
             cfg = changed(_config(tiny_bert), packing=mode)
             train_reward_model(cfg, mixture_path=mixture, output_dir=tmp_path / mode, sink=sink)
     assert "packed encoder pass: on" in caplog.text
-    assert "packed encoder pass: off (packed_encoder is off)" in caplog.text
+    assert "packed encoder pass: off (packing is off)" in caplog.text
     auto, off = sinks["auto"].series("train/loss"), sinks["off"].series("train/loss")
     assert len(auto) == len(off) == 8
     assert max(abs(a - b) for a, b in zip(auto, off, strict=True)) < 1e-5

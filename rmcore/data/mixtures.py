@@ -41,12 +41,34 @@ class SourceSpec:
     """At most this many pairs per prompt (SHP)."""
     max_pairs: int | None = None
     """Seeded random subset of at most this many pairs (e.g. PKU-SafeRLHF 150K in v4)."""
+    files: tuple[str, ...] | None = None
+    """Paths (globs allowed) relative to the data dir that hold this split instead of the hub
+    layout, e.g. ``extra/hh-rlhf-train-samples/helpful_train_sample.jsonl``; read in sorted
+    order and cleaned by the source's own rules. Needs a local data dir (--data-dir)."""
 
     def __post_init__(self) -> None:
         for key in ("per_prompt", "max_pairs"):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ConfigError(f"source {self.source!r}: {key} must be a positive integer, got {value}")
+        if self.files is not None:
+            paths = self.files
+            if isinstance(paths, str) or not all(isinstance(f, str) and f.strip() for f in paths):
+                raise ConfigError(
+                    f"source {self.source!r}: files must be a list of paths relative to the data dir, got "
+                    f"{paths!r}; e.g. files: [extra/hh-rlhf-train-samples/helpful_train_sample.jsonl]"
+                )
+            if not paths:
+                raise ConfigError(f"source {self.source!r}: files is empty; list a path or leave it out")
+            object.__setattr__(self, "files", tuple(self.files))  # hashable even when built from a list
+
+    @property
+    def files_digest(self) -> str | None:
+        """Short digest of the sorted ``files`` list (None without files): names the entry apart
+        from the same source read from the hub layout, in labels, cache keys and folders."""
+        if self.files is None:
+            return None
+        return hashlib.sha256("\n".join(sorted(set(self.files))).encode()).hexdigest()[:10]
 
     @property
     def key(self) -> str:
@@ -58,6 +80,8 @@ class SourceSpec:
             parts.append(f"{self.per_prompt}-per-prompt")
         if self.max_pairs:
             parts.append(f"max-{self.max_pairs}")
+        if self.files is not None:
+            parts.append(f"files-{self.files_digest}")
         return "/".join(parts)
 
     def clean_options(self, seed: int) -> CleanOptions:

@@ -5,9 +5,12 @@ These are the functions the Prefect tasks and the CLI call: paths in, paths and 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
+import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,43 +18,106 @@ import pyarrow as pa
 
 from data_contracts import PAIRS, QUARANTINE, RAW_MANIFEST, validate
 from rmcore import io
+from rmcore.config import ConfigError
 from rmcore.data.sources.base import CleanOptions, CleanResult
 from rmcore.data.stats import stats_row
 
 log = logging.getLogger(__name__)
 
 
-def source_files(source: str, split: str, data_dir: Path) -> list[Path]:
-    """The mirror files of one source split (``<data_dir>/<hub id>/<pattern>``); [] if absent."""
+class SourceFilesError(ConfigError):
+    """A recipe entry's ``files`` that cannot be read: no data dir, a path escaping it, a glob
+    matching nothing. Permanent: a retry fails the same way."""
+
+
+def listed_files(files: Sequence[str], data_dir: Path | None, *, where: str) -> list[Path]:
+    """The files a recipe entry lists (globs relative to the data dir): sorted, each once.
+
+    Every path must stay inside the data dir (``..``, absolute paths and symlinks followed
+    included) and every glob must match at least one file; else SourceFilesError naming
+    ``where`` (the recipe entry), the path and the data dir.
+    """
+    if data_dir is None:
+        raise SourceFilesError(
+            f"{where}: files {list(files)} are read from a local data dir, and this run reads the hub. "
+            "Fix: pass --data-dir (or set RMFLOW_DATA_DIR) to the folder holding them."
+        )
+    root = Path(data_dir).expanduser().resolve()
+
+    def escaping(pattern: str, resolved: Path | str) -> SourceFilesError:
+        return SourceFilesError(
+            f"{where}: files entry {pattern!r} resolves to {resolved}, outside the data dir {root}. "
+            "Fix: list paths relative to the data dir that stay inside it (copy the file there if need be)."
+        )
+
+    found: set[Path] = set()
+    for pattern in files:
+        literal = Path(os.path.normpath(root / pattern))  # '..' and absolute paths, before any glob
+        if not literal.is_relative_to(root):
+            raise escaping(pattern, literal)
+        relative = str(literal.relative_to(root))
+        matches = [root / m for m in glob.glob(relative, root_dir=root, recursive=True)]
+        matches = [m for m in matches if m.is_file()]
+        if not matches:
+            raise SourceFilesError(
+                f"{where}: files entry {pattern!r} matches no file under the data dir {root} "
+                f"(looked for {literal}). Fix: correct the path (relative to the data dir) or --data-dir."
+            )
+        for match in matches:
+            if not match.resolve().is_relative_to(root):
+                raise escaping(pattern, f"{match.resolve()} (through a symlink)")
+        found.update(matches)
+    return sorted(found)
+
+
+def source_files(
+    source: str, split: str, data_dir: Path | None, files: Sequence[str] | None = None, *, where: str = ""
+) -> list[Path]:
+    """The input files of one source split: ``files`` (``listed_files``) if given, else the
+    mirror's (``<data_dir>/<hub id>/<pattern>``, [] if absent)."""
     from rmcore.data.sources.catalog import get_adapter
     from rmcore.data.sources.mirror import SourceNotFound, find_mirror_files
 
+    if files is not None:
+        return listed_files(files, data_dir, where=where or f"{source} [{split}]")
     try:
         return find_mirror_files(get_adapter(source), split, Path(data_dir))
     except SourceNotFound:
         return []
 
 
-def source_fingerprint(source: str, split: str, data_dir: Path | None) -> str:
-    """Content digest of a source split's input: the mirror files' bytes, or hub id @ revision."""
+def source_fingerprint(
+    source: str, split: str, data_dir: Path | None, files: Sequence[str] | None = None, *, where: str = ""
+) -> str:
+    """Content digest of a source split's input: the bytes (and names) of its mirror files or of
+    its listed ``files``, or hub id @ revision. Listed files never share a digest with the mirror."""
     from rmcore.data.sources.catalog import get_adapter
 
     adapter = get_adapter(source)
-    if data_dir is None:
+    if data_dir is None and files is None:
         return f"hub:{adapter.hub_id}@{adapter.revision}"
-    h = hashlib.sha256()
-    files = source_files(source, split, data_dir)
-    for path in files:
-        h.update(str(path.relative_to(data_dir)).encode())
+    paths = source_files(source, split, data_dir, files, where=where)
+    root = Path(data_dir).expanduser().resolve() if files is not None else Path(data_dir)
+    h = hashlib.sha256(b"listed-files\0" if files is not None else b"")
+    for path in paths:
+        h.update(str(path.relative_to(root)).encode())
         h.update(io.file_sha256(path).encode())
-    return h.hexdigest() if files else "missing"
+    return h.hexdigest() if paths else "missing"
 
 
 def download_source(
-    source: str, split: str, data_dir: Path | None, out_dir: Path, *, publish_dir: Path | None = None
+    source: str,
+    split: str,
+    data_dir: Path | None,
+    out_dir: Path,
+    *,
+    files: Sequence[str] | None = None,
+    publish_dir: Path | None = None,
 ) -> dict:
-    """Read one source split from the mirror or the hub; write raw.parquet, bad_rows.parquet, manifest.
+    """Read one source split from the mirror, its listed ``files`` or the hub; write raw.parquet,
+    bad_rows.parquet and the manifest (which names the files read).
 
+    ``files``: paths (globs) relative to ``data_dir`` read instead of the mirror layout (``listed_files``).
     ``publish_dir``: the folder ``out_dir`` (a temp build folder) is renamed to once complete; the
     manifest's ``output`` names the raw.parquet there, not in the temp folder. Default ``out_dir``.
     """
@@ -59,7 +125,8 @@ def download_source(
     from rmcore.data.sources.mirror import read_raw
 
     adapter = get_adapter(source)
-    raw = read_raw(adapter, split, data_dir)
+    paths = None if files is None else listed_files(files, data_dir, where=f"{source} [{split}]")
+    raw = read_raw(adapter, split, data_dir, paths=paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     sha = io.write_table(raw.table, out_dir / "raw.parquet", None)
     bad = quarantine_table(source, raw.bad_rows)
@@ -80,7 +147,8 @@ def download_source(
         out_dir / "manifest.parquet",
         RAW_MANIFEST,
     )
-    io.write_json({**manifest, "files": [str(f) for f in raw.files]}, out_dir / "manifest.json")
+    listed = {"listed_files": list(files)} if files is not None else {}
+    io.write_json({**manifest, "files": [str(f) for f in raw.files], **listed}, out_dir / "manifest.json")
     log.info(
         "downloaded %s/%s: %d rows (%d unreadable) from %s",
         source,
@@ -129,12 +197,12 @@ def retry_can_help(error: BaseException) -> bool:
 
     Permanent: a corrupt or truncated mirror file (CorruptSourceFile), a raw.parquet whose bytes
     differ from its manifest (ChecksumMismatch), a source split with no files (a SourceNotFound
-    raised by itself). A SourceNotFound wrapping another error (the hub loader's connection reset,
+    raised by itself), listed files that are missing or outside the data dir (SourceFilesError). A SourceNotFound wrapping another error (the hub loader's connection reset,
     a truncated transfer) and every other error are treated as transient.
     """
     from rmcore.data.sources.mirror import CorruptSourceFile, SourceNotFound
 
-    if isinstance(error, (CorruptSourceFile, ChecksumMismatch)):
+    if isinstance(error, (CorruptSourceFile, ChecksumMismatch, SourceFilesError)):
         return False
     return not (isinstance(error, SourceNotFound) and error.__cause__ is None)
 

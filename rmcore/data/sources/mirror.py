@@ -392,22 +392,26 @@ def _read_hub(adapter: SourceAdapter, split: str) -> RawData:
 
 
 def read_raw(
-    adapter: SourceAdapter, split: str, data_dir: Path | None, *, columns: list[str] | None = None
+    adapter: SourceAdapter,
+    split: str,
+    data_dir: Path | None,
+    *,
+    columns: list[str] | None = None,
+    paths: list[Path] | None = None,
 ) -> RawData:
     """One split of one source: from ``data_dir`` (a hub mirror) if given, else from the hub.
 
     ``columns`` limits what Parquet files decode (see ``read_files``); default: everything.
+    ``paths``: files holding the split outside the mirror layout (a recipe's ``files``, resolved
+    and confined by ``rmcore.data.stages.listed_files``), read instead of the mirror's.
     """
-    if data_dir is None:
+    if data_dir is None and paths is None:
         return _read_hub(adapter, split)
-    paths = find_mirror_files(adapter, split, Path(data_dir))
+    origin, revision = str(data_dir), "listed files"
+    if paths is None:
+        paths = find_mirror_files(adapter, split, Path(data_dir))
+        origin, revision = str(Path(data_dir) / adapter.hub_id), "local mirror"
     table, bad = read_files(paths, columns)
-    log.info(
-        "%s/%s: %d rows (%d unreadable) from %d file(s)",
-        adapter.name,
-        split,
-        table.num_rows + len(bad),
-        len(bad),
-        len(paths),
-    )
-    return RawData(table, [str(p) for p in paths], str(Path(data_dir) / adapter.hub_id), "local mirror", bad)
+    rows, n = table.num_rows + len(bad), len(paths)
+    log.info("%s/%s: %d rows (%d unreadable) from %d file(s)", adapter.name, split, rows, len(bad), n)
+    return RawData(table, [str(p) for p in paths], origin, revision, bad)
