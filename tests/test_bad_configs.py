@@ -246,8 +246,18 @@ def _write(path: Path, data: dict) -> Path:
             ("train.deepspeed", "outside the folders"),
         ),
         ("run", {k: v for k, v in DEMO.items() if k != "train"}, ("no 'train' section",)),
+        (
+            "mix",
+            _recipe(data={"sources": [{"source": "hh-rlhf/helpful-base", "files": ["extra/none.jsonl"]}]}),
+            ("data.sources[0]", "'extra/none.jsonl' matches no file under the data dir"),
+        ),
+        (
+            "run",
+            _recipe(data={"sources": [{"source": "hh-rlhf/helpful-base", "files": ["../outside.jsonl"]}]}),
+            ("data.sources[0]", "outside the data dir"),
+        ),
     ],
-    ids=["run-negative-lr", "mix-unknown-source", "run-path-escape", "run-no-train"],
+    ids=["run-negative-lr", "mix-unknown-source", "run-path-escape", "run-no-train", "mix-missing-file", "run-file-escape"],
 )
 def test_cli_refuses_a_bad_recipe_before_any_work(
     tmp_path: Path, command: str, recipe: dict, fragments: tuple[str, ...]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from rmflow.commands.common import add_data_args
@@ -22,10 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from rmcore.config import env_roots
-    from rmcore.recipe import load_recipe
+    from rmflow.commands.common import load_checked_recipe
 
-    load_recipe(args.recipe, extra_roots=env_roots(os.environ))  # refuse a bad recipe before any work (or server) starts
+    load_checked_recipe(args.recipe, args.data_dir)  # refused before any work (or server) starts
     from flows.download import download_flow
 
     return download_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)

@@ -47,10 +47,9 @@ def use_running_stack() -> dict | None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from rmcore.config import env_roots
-    from rmcore.recipe import load_recipe, require_train
+    from rmflow.commands.common import load_checked_recipe
 
-    require_train(load_recipe(args.recipe, extra_roots=env_roots(os.environ)))  # refuse a bad recipe before any work (or server) starts
+    load_checked_recipe(args.recipe, args.data_dir, train=True)  # refused before any work (or server) starts
     state = use_running_stack()
     from flows.pipeline import pipeline_flow
 
