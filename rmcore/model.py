@@ -26,6 +26,7 @@ import torch
 
 import rmcore
 from rmcore.io import write_json
+from rmcore.train.packed_causal import packed_last_rewards
 from rmcore.train.packed_encoder import packed_mean_rewards
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class RewardModel(torch.nn.Module):
         self.trust_remote_code = trust_remote_code
         """Whether the backbone was loaded with custom (repository) code: recorded when saved."""
         self.packed = False
-        """Run length groups through one packed encoder pass (rmcore.train.packed_encoder); set by training."""
+        """Run all length groups in one packed pass (rmcore.train.packed_encoder for "mean" pooling,
+        rmcore.train.packed_causal for "last"); set by training."""
         if pooling == "mean":
             _linear_head(hf)  # fail at load time, not at the first batch
 
@@ -87,8 +89,10 @@ class RewardModel(torch.nn.Module):
         call, so backward builds the (vocab x hidden) embedding gradient once per micro-batch
         instead of once per group. "last" pooling needs the input ids inside the stock
         forward (to find the last non-pad token), so its groups run one by one. With
-        ``packed`` set, all groups go through the encoder in one packed pass.
+        ``packed`` set, all groups go through the backbone in one packed pass.
         """
+        if self.packed and self.pooling == "last":
+            return packed_last_rewards(self.hf, groups)
         if self.packed:
             return packed_mean_rewards(self.hf, _linear_head(self.hf), groups)
         if self.pooling == "last" or len(groups) == 1:

@@ -8,10 +8,10 @@ import torch
 
 from rmcore.model import RewardModel
 from rmcore.precision import Precision, Probe, resolve_for_model
+from rmcore.train import packed_causal, packed_encoder
 from rmcore.train.config import TrainConfig
 from rmcore.train.engines import DeepSpeedEngine, TorchEngine
 from rmcore.train.master_weights import MasterWeightsEngine
-from rmcore.train.packed_encoder import unsupported_reason
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,12 @@ def set_attention(model: RewardModel, config: TrainConfig, device: torch.device,
 
 
 def set_packing(model: RewardModel, config: TrainConfig) -> None:
-    """One packed encoder pass per micro-batch where the model supports it (not under DeepSpeed)."""
+    """One packed pass per micro-batch where the model supports it (not under DeepSpeed): the
+    causal one for last-token pooling, the encoder one otherwise."""
+    kind, packing = ("causal", packed_causal) if model.pooling == "last" else ("encoder", packed_encoder)
     reason = "packing is off" if config.compute.packing == "off" else None
     if reason is None and config.deepspeed:
         reason = "DeepSpeed runs the engine's own forward"
-    reason = reason or unsupported_reason(model.hf, model.pooling)
+    reason = reason or packing.unsupported_reason(model.hf, model.pooling)
     model.packed = reason is None
-    log.info("packed encoder pass: %s", "on" if model.packed else f"off ({reason})")
+    log.info("packed %s pass: %s", kind, "on" if model.packed else f"off ({reason})")
