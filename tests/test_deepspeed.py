@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from multiprocess_worker import grad_module_calls
 from safetensors.torch import load_file
 from tiny import build_tiny_model_dir
 from train_helpers import toy_pairs, train_config, write_mixture
@@ -36,10 +37,26 @@ def test_zero_configs_fill_auto_values_from_the_training_config(stage):
         deepspeed_config(cfg, bf16=False, world_size=3)
 
 
+CASES = {
+    "bert": ({"arch": "bert", "pooling": "mean"}, {}),
+    "llama-pad-eos-checkpointing": (
+        {"arch": "llama", "pooling": "last", "pad_equals_eos": True},
+        {"gradient_checkpointing": True},
+    ),
+}
+"""Tiny model folders (``build_tiny_model_dir`` arguments) and the keys only the ZeRO runs add:
+the plain reference run keeps the defaults (no gradient checkpointing on CPU)."""
+
+
 @pytest.mark.slow
-def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
-    """Compiles DeepSpeed's shm comm op on first use (TORCH_EXTENSIONS_DIR): ~1 min, more on a busy CPU."""
-    model = build_tiny_model_dir(tmp_path / "m", "bert", pooling="mean")
+@pytest.mark.parametrize("case", list(CASES))
+def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path, case):
+    """Compiles DeepSpeed's shm comm op on first use (TORCH_EXTENSIONS_DIR): ~1 min, more on a busy CPU.
+
+    The Llama case reads the reward at the last token, ships pad == eos (training adds a pad token
+    and resizes the embeddings) and its ZeRO runs recompute the layers in backward."""
+    build, extra = CASES[case]
+    model = build_tiny_model_dir(tmp_path / "m", **build)
     mix = write_mixture(tmp_path / "mix.parquet", toy_pairs(40))
     base = {
         "model": str(model),
@@ -59,16 +76,22 @@ def test_zero2_and_zero3_train_on_cpu_in_one_process_and_export(tmp_path):
     stock_linear = torch.nn.functional.linear
     for stage in (2, 3):
         sink = ListSink()
-        cfg = train_config(**base, deepspeed=str(REPO / "deployments" / "deepspeed" / f"zero{stage}.json"))
-        result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / f"z{stage}", sink=sink)
+        zero = str(REPO / "deployments" / "deepspeed" / f"zero{stage}.json")
+        cfg = train_config(**base, **extra, deepspeed=zero)
+        with grad_module_calls() as calls:
+            result = train_reward_model(cfg, mixture_path=mix, output_dir=tmp_path / f"z{stage}", sink=sink)
+        if build["arch"] == "llama":  # each recomputed layer runs its MLP a second time in backward
+            assert calls["LlamaMLP"] == 2 * calls["LlamaDecoderLayer"] > 0, calls
         losses = sink.series("train/loss")
         assert len(losses) == 3 and losses[-1] < losses[0] - 0.05, losses
         # Same data, model, optimizer and schedule as the plain loop: same losses up to float noise.
         assert losses == pytest.approx(plain.series("train/loss"), abs=1e-4)
         reloaded = load_reward_model(result.model_dir)
-        assert reloaded.pooling == "mean" and reloaded.norm_stats == pytest.approx(
+        assert reloaded.pooling == build["pooling"] and reloaded.norm_stats == pytest.approx(
             {"mean": result.metrics["eval/reward_mean"], "std": result.metrics["eval/reward_std"]}, abs=1e-5
         )
+        # pad == eos in the Llama folder: the export keeps the pad token training added
+        assert reloaded.tokenizer.pad_token_id not in (None, reloaded.tokenizer.eos_token_id)
         assert (result.checkpoints_dir / "step-0000012" / "ds").is_dir()
     # ZeRO-3 swaps torch.nn.functional.linear process-wide; training puts it back, so a plain run
     # after it in this process (a Prefect worker) gives bitwise the same weights as before it.
