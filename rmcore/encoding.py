@@ -35,10 +35,19 @@ def render_conversation(
     msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
     if getattr(tokenizer, "chat_template", None):
         if system_prompt == "none" and msgs and msgs[0]["role"] != "system":
-            return _without_default_system(tokenizer, msgs), True
-        return tokenizer.apply_chat_template(msgs, tokenize=False), True
+            return _end_at_eos(tokenizer, _without_default_system(tokenizer, msgs)), True
+        return _end_at_eos(tokenizer, tokenizer.apply_chat_template(msgs, tokenize=False)), True
     text = "\n\n".join(f"{_ROLE_NAMES.get(m['role'], m['role'].title())}: {m['content']}" for m in msgs)
     return text, False
+
+
+def _end_at_eos(tokenizer: Any, text: str) -> str:
+    """Drop the whitespace a template writes after the final end-of-turn token (ChatML's
+    ``<|im_end|>\n``), so the last token, where a causal reward model reads, is that token and
+    not a newline that every conversation ends with alike."""
+    eos = tokenizer.eos_token
+    stripped = text.rstrip()
+    return stripped if eos and stripped != text and stripped.endswith(eos) else text
 
 
 def _without_default_system(tokenizer: Any, msgs: list[dict[str, str]]) -> str:

@@ -10,7 +10,8 @@ function_to_apply="none")``. Where the reward is read (pooling) follows the back
   state (how sentence-transformers encoders such as all-MiniLM-L6-v2 were trained).
 
 For "last" and "cls" the stock forward *is* the reward, so the pipeline reproduces it
-exactly. For "mean" the pooling is computed here, outside the stock forward, so the
+exactly, given the text ``rmcore.encoding.render_conversation`` renders and, where the chat
+template writes its own BOS, ``add_special_tokens=False`` (else the pipeline doubles the BOS). For "mean" the pooling is computed here, outside the stock forward, so the
 pipeline does NOT reproduce mean-pooled rewards (it would read the BERT pooler); use
 ``load_reward_model`` + ``RewardModel`` for those (``rmflow_reward.json`` records the pooling).
 """

@@ -167,18 +167,15 @@ def test_the_reward_is_read_at_the_last_real_token(trained, conversations):
     """Padding after the answer changes nothing, attended to or not (attention is causal and the
     head reads the last token that is not the pad id); the reward is the score head on the
     hidden state of that token. For the Llama it is the template's EOS closing the answer's
-    turn, a token that was the pad id before training gave the model its own pad; the ChatML
-    template writes a newline after ``<|im_end|>``, so for Qwen2 it is that newline."""
+    turn, a token that was the pad id before training gave the model its own pad; for Qwen2 it
+    is ``<|im_end|>`` (the newline ChatML writes after it is not rendered: rmcore.encoding)."""
     model = load_reward_model(trained).eval()
     tok, pad = model.tokenizer, model.tokenizer.pad_token_id
     encoded = encode_conversations(model, conversations)
     rewards, one_early = [], []
     with torch.no_grad():
         for ids in encoded:
-            if tok.bos_token_id is not None:  # Llama: <s> ... </s>
-                assert ids[-1] == tok.eos_token_id
-            else:  # Qwen2: ... <|im_end|> "\n"
-                assert ids[-2] == tok.eos_token_id and tok.decode(ids[-1:]) == "\n"
+            assert ids[-1] == tok.eos_token_id  # Llama: <s> ... </s>; Qwen2: ... <|im_end|>
             x = torch.tensor([ids])
             reward = model(x, torch.ones_like(x))
             padded = torch.tensor([ids + [pad] * 7])

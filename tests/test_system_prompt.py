@@ -43,9 +43,9 @@ def test_chatml_default_system_prompt_is_kept_or_left_out_without_a_stray_bos():
     none, _ = render_conversation(tok, CONV, "none")
     assert kept == (
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n"
-    )
-    assert none == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>\n"
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>"
+    )  # the newline after the final <|im_end|> is not rendered: the reward is read at <|im_end|>
+    assert none == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nhello<|im_end|>"
     # A conversation with its own system message renders the same either way.
     own = [{"role": "system", "content": "be brief"}, *CONV]
     assert render_conversation(tok, own, "none") == render_conversation(tok, own, "template")
@@ -58,7 +58,7 @@ def test_a_document_bos_before_the_default_system_turn_is_kept():
     tok = build_tiny_tokenizer("llama", chat_template=True)
     tok.chat_template = DOC_BOS_DEFAULT_SYSTEM
     assert render_conversation(tok, CONV, "template")[0].startswith("<s><|system|>\ndefault rules</s>\n")
-    assert render_conversation(tok, CONV, "none")[0] == "<s><|user|>\nhi</s>\n<|assistant|>\nhello</s>\n"
+    assert render_conversation(tok, CONV, "none")[0] == "<s><|user|>\nhi</s>\n<|assistant|>\nhello</s>"
 
 
 def test_the_choice_is_trained_saved_and_used_by_the_scorer(tmp_path: Path):
