@@ -108,6 +108,8 @@ def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_i
         {k: v["output"] for k, v in heldout.items()},
         {k: v["digest"] for k, v in heldout.items()},
         str(ctx.work),
+        {s.key: s.max_pairs for s in ctx.recipe.data.heldout if s.key in heldout and s.max_pairs},
+        ctx.recipe.data.seed,
     )
     rb_dir = Path(evaluated["dir"]) / "rewardbench"
     if "rewardbench" in evaluated:

@@ -13,7 +13,7 @@ from tasks.caching import Stage, build_once
 
 EVALUATE = Stage(
     "evaluate",
-    key_params=("eval", "model_digest", "rewardbench_digest", "heldout_digests", "work"),
+    key_params=("eval", "model_digest", "rewardbench_digest", "heldout_digests", "heldout_max_pairs", "seed", "work"),
     folder=lambda p: "eval",
     code=("rmcore.evaluate.rewardbench", "rmcore.evaluate.heldout"),
 )
@@ -29,6 +29,8 @@ def evaluate_task(
     heldout_paths: dict[str, str],
     heldout_digests: dict[str, str],
     work: str,
+    heldout_max_pairs: dict[str, int | None] | None = None,
+    seed: int = 0,
 ) -> dict:
     """RewardBench (exact official aggregation) + held-out accuracy per source with length bias."""
     inputs = dict(locals())
@@ -46,7 +48,9 @@ def evaluate_task(
             # Paths inside the summaries name the temp folder: consumers use dir + file names.
             result["rewardbench"] = {k: v for k, v in rb.items() if k != "paths"}
         if heldout_paths:
-            ho = evaluate_heldout(model_dir, heldout_paths, tmp / "heldout", config)
+            ho = evaluate_heldout(
+                model_dir, heldout_paths, tmp / "heldout", config, max_pairs=heldout_max_pairs, seed=seed
+            )
             result["heldout"] = ho["sources"]
         io.write_json(result, tmp / "eval_summary.json")
 

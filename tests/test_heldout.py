@@ -88,3 +88,25 @@ def test_evaluate_heldout_rejects_wrong_contract(tmp_path):
     pq.write_table(pa.table({"chosen": ["a"], "rejected": ["b"]}), bad)
     with pytest.raises(Exception, match="bad.parquet does not match contract 'pairs'"):
         evaluate_heldout(model_dir, {"x": bad}, tmp_path / "out", EvalConfig(max_length=32))
+
+
+def test_a_held_out_source_with_max_pairs_is_scored_on_a_seeded_sample(tmp_path):
+    """The recipe's held-out ``max_pairs`` (as the mixture samples a source): same seed, same pairs."""
+    model_dir = build_tiny_model_dir(tmp_path / "model", "bert")
+    answers = [(f"good answer {i}", f"bad {i}") for i in range(10)]
+    path = tmp_path / "h.parquet"
+    io.write_table(pairs_table("hh-rlhf/helpful-base", answers), path, "pairs")
+    config = EvalConfig(batch_size=4, max_length=32, plots=False)
+    runs = [
+        evaluate_heldout(model_dir, {"h": path}, tmp_path / f"e{i}", config, max_pairs={"h": 3}, seed=seed)
+        for i, seed in enumerate((7, 7, 8))
+    ]
+    ids = [
+        io.read_table(tmp_path / f"e{i}" / "heldout_scores.parquet", "heldout_scores").column("pair_id").to_pylist()
+        for i in range(3)
+    ]
+    assert [r["sources"]["h"]["n"] for r in runs] == [3, 3, 3]
+    assert runs[0]["sources"]["h"]["pairs_in_source"] == 10
+    assert ids[0] == ids[1] != ids[2] and len(set(ids[0])) == 3
+    whole = evaluate_heldout(model_dir, {"h": path}, tmp_path / "all", config, seed=7)
+    assert whole["sources"]["h"]["n"] == 10  # no max_pairs: every pair

@@ -140,7 +140,8 @@ def _seed_for(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little")
 
 
-def _subsample(table: pa.Table, max_pairs: int | None, seed: int, key: str) -> pa.Table:
+def subsample(table: pa.Table, max_pairs: int | None, seed: int, key: str) -> pa.Table:
+    """At most ``max_pairs`` rows, a seeded choice fixed by (seed, key), in their original order."""
     if max_pairs is None or table.num_rows <= max_pairs:
         return table
     rng = np.random.default_rng(_seed_for(seed, key))
@@ -167,7 +168,7 @@ def materialise_mixture(
     parts, counts, stats_rows = [], {}, []
     for item in sorted(inputs, key=lambda i: list(specs).index(i.key)):
         spec = specs[item.key]
-        pairs = _subsample(io.read_table(item.pairs_path), spec.max_pairs, config.seed, spec.key)
+        pairs = subsample(io.read_table(item.pairs_path), spec.max_pairs, config.seed, spec.key)
         parts.append(pairs.append_column("subset", pa.array([spec.key] * pairs.num_rows, pa.string())))
         counts[spec.key] = pairs.num_rows
         row = dict(item.stats, source=spec.key, pairs=pairs.num_rows)

@@ -90,12 +90,25 @@ def _score_source(model, table: pa.Table, config: EvalConfig) -> tuple[np.ndarra
 
 
 def heldout_source(
-    model, name: str, path: str | os.PathLike[str], out_dir: Path, config: EvalConfig
+    model,
+    name: str,
+    path: str | os.PathLike[str],
+    out_dir: Path,
+    config: EvalConfig,
+    *,
+    max_pairs: int | None = None,
+    seed: int = 0,
 ) -> tuple[dict, pa.Table]:
-    """Score one source's pairs; return its summary and its rows of per-pair scores."""
-    table = io.read_table(path, "pairs")
-    if table.num_rows == 0:
+    """Score one source's pairs (a seeded sample of ``max_pairs`` when given, as a mixture
+    samples its sources); return its summary and its rows of per-pair scores."""
+    from rmcore.data.mixtures import subsample
+
+    full = io.read_table(path, "pairs")
+    if full.num_rows == 0:
         raise ValueError(f"{path}: no pairs to evaluate for source {name!r}")
+    table = subsample(full, max_pairs, seed, name)
+    if table.num_rows < full.num_rows:
+        log.info("held-out %s: a seeded sample of %d of %d pairs (max_pairs)", name, table.num_rows, full.num_rows)
     start = time.perf_counter()
     c, r, tokens = _score_source(model, table, config)
     seconds = time.perf_counter() - start
@@ -107,6 +120,7 @@ def heldout_source(
     )
     summary = summarize_pairs(c, r, len_c, len_r, bins=config.calibration_bins)
     summary.update(input=str(path), input_sha256=io.file_sha256(path), tokens=tokens, seconds=seconds)
+    summary["pairs_in_source"] = full.num_rows
     if config.plots:
         from rmcore.evaluate import plots
 
@@ -140,7 +154,13 @@ def heldout_source(
 
 
 def evaluate_heldout_with_model(
-    model, pairs_paths: dict[str, str | os.PathLike[str]], out_dir: str | os.PathLike[str], config: EvalConfig
+    model,
+    pairs_paths: dict[str, str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    config: EvalConfig,
+    *,
+    max_pairs: dict[str, int | None] | None = None,
+    seed: int = 0,
 ) -> dict:
     """``evaluate_heldout`` for a model already loaded (shared with RewardBench scoring)."""
     if not pairs_paths:
@@ -150,7 +170,8 @@ def evaluate_heldout_with_model(
     sources: dict[str, dict] = {}
     tables = []
     for name, path in pairs_paths.items():
-        sources[name], rows = heldout_source(model, name, path, out, config)
+        limit = (max_pairs or {}).get(name)
+        sources[name], rows = heldout_source(model, name, path, out, config, max_pairs=limit, seed=seed)
         tables.append(rows)
     paths = {
         "scores": str(out / SCORES_FILE),
@@ -176,14 +197,18 @@ def evaluate_heldout(
     pairs_paths: dict[str, str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     config: EvalConfig | None = None,
+    *,
+    max_pairs: dict[str, int | None] | None = None,
+    seed: int = 0,
 ) -> dict:
-    """Held-out accuracy per source for the model in ``model_dir``; writes
+    """Held-out accuracy per source for the model in ``model_dir`` (``max_pairs[name]``: a seeded
+    sample of that many pairs of source ``name``, the recipe's held-out ``max_pairs``); writes
     ``heldout_scores.parquet`` (contract heldout_scores), ``heldout_summary.json``,
     ``heldout.md`` and per-source PNGs into ``out_dir``; returns the summary with paths.
     """
     config = config or EvalConfig()
     model, config, precision = load_model_for_eval(model_dir, config)
-    summary = evaluate_heldout_with_model(model, pairs_paths, out_dir, config)
+    summary = evaluate_heldout_with_model(model, pairs_paths, out_dir, config, max_pairs=max_pairs, seed=seed)
     summary["model_dir"] = str(model_dir)
     summary["precision_reason"] = precision.reason
     io.write_json(summary, summary["paths"]["summary"])
