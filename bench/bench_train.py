@@ -248,19 +248,21 @@ def worker_rmflow(spec: dict) -> dict:
     )
     mixture = Path(spec["tmp"]) / "mixture.parquet"
     write_table(table, mixture, MIXTURE)
-    config = TrainConfig(
-        model=spec["model"],
-        max_length=spec["max_length"],
-        lr=spec["lr"],
-        warmup_ratio=0.05,
-        micro_batch=spec["batch"],
-        global_batch=spec["batch"],
-        max_steps=spec["steps"],
-        log_every=1,
-        bf16=spec.get("bf16", "auto"),
-        **spec.get("overrides", {}),
-        eval_batch=32,
-        seed=42,
+    from rmcore.config import from_mapping
+
+    compute = {"bf16": spec.get("bf16", "auto"), **spec.get("overrides", {})}  # e.g. attn_implementation
+    config = from_mapping(
+        TrainConfig,
+        {
+            "model": spec["model"],
+            "seed": 42,
+            "backbone": {"max_length": spec["max_length"]},
+            "optim": {"lr": spec["lr"], "warmup_ratio": 0.05, "max_steps": spec["steps"]},
+            "batching": {"micro_batch": spec["batch"], "global_batch": spec["batch"]},
+            "compute": compute,
+            "evaluation": {"batch": 32},
+            "logging": {"every": 1},
+        },
     )
     start_accuracy = None
     if spec.get("start_eval"):  # the untrained model, head initialised as training does (same seed)
