@@ -102,7 +102,11 @@ def probe_matmul_peak(dtype_name: str, n: int = 1024, seconds: float = 3.0) -> f
 # --- workers (each in its own process) ------------------------------------------------------
 
 
-def _eval_accuracy(hf, tokenizer, pooling: str, rows: list[dict], max_length: int) -> float:
+def eval_accuracy(
+    hf, tokenizer, pooling: str, rows: list[dict], max_length: int, *, bf16: bool = False, batch: int = 32
+) -> float:
+    """Held-out accuracy of ``hf`` (fp32 weights, bf16 autocast with ``bf16``), stock forward per
+    padded length group: one scorer for every system a benchmark compares."""
     import torch
 
     from rmcore.encoding import encode_pairs
@@ -118,9 +122,9 @@ def _eval_accuracy(hf, tokenizer, pooling: str, rows: list[dict], max_length: in
         model,
         pairs,
         pad_id=tokenizer.pad_token_id,
-        batch=32,
+        batch=batch,
         device=torch.device("cpu"),
-        bf16=False,
+        bf16=bf16,
         config=TrainConfig(model="-"),
     )
     return metrics["eval/accuracy"]
@@ -193,11 +197,11 @@ def worker_trl(spec: dict) -> dict:
     trainer.data_collator = counting
     kept = list(trainer.train_dataset["idx"])
     held = hh_rows(*spec["eval_rows"])
-    start_accuracy = _eval_accuracy(trainer.model.eval(), tok, "cls", held, spec["max_length"])
+    start_accuracy = eval_accuracy(trainer.model.eval(), tok, "cls", held, spec["max_length"])
     trainer.model.train()
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    accuracy = _eval_accuracy(trainer.model.eval(), tok, "cls", held, spec["max_length"])
+    accuracy = eval_accuracy(trainer.model.eval(), tok, "cls", held, spec["max_length"])
     return {
         "kept": kept,
         "pool": len(rows),
@@ -270,7 +274,7 @@ def worker_rmflow(spec: dict) -> dict:
 
         torch.manual_seed(config.seed)
         start = load_reward_model(spec["model"], pooling=config.backbone.pooling, max_length=config.backbone.max_length)
-        start_accuracy = _eval_accuracy(start.hf, start.tokenizer, start.pooling, held, config.backbone.max_length)
+        start_accuracy = eval_accuracy(start.hf, start.tokenizer, start.pooling, held, config.backbone.max_length)
     sink = ListSink()
     result = train_reward_model(config, mixture_path=mixture, output_dir=Path(spec["tmp"]) / "out", sink=sink)
     from rmcore.model import load_reward_model

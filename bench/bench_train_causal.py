@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import hh_rows, peak_rss_mb, probe_matmul_peak, wilson
+from bench_train import eval_accuracy, hh_rows, peak_rss_mb, probe_matmul_peak, wilson
 
 MODELS = ("smollm2-135m-instruct", "llama-smollm2-shape")
 SMOLLM2_SHAPE = {
@@ -95,32 +95,6 @@ def non_embedding_params(hf) -> int:
     """Parameters outside the token embedding (Llama's ``embed_tokens``; SmolLM2 ties no LM head here)."""
     emb = {id(p) for p in hf.get_input_embeddings().parameters()}
     return sum(p.numel() for p in hf.parameters() if id(p) not in emb)
-
-
-def eval_accuracy(hf, tokenizer, rows: list[dict], max_length: int, bf16: bool) -> float:
-    """Held-out accuracy of ``hf`` read at the last token (fp32 weights, bf16 autocast with ``bf16``),
-    stock forward per padded length group: one scorer for both systems."""
-    import torch
-
-    from rmcore.encoding import encode_pairs
-    from rmcore.model import RewardModel
-    from rmcore.train import evaluate_pairs
-    from rmcore.train.config import TrainConfig
-
-    model = RewardModel(hf.float(), tokenizer, pooling="last", max_length=max_length)
-    pairs = encode_pairs(
-        tokenizer, [r["chosen"] for r in rows], [r["rejected"] for r in rows], max_length=max_length
-    )
-    metrics, _ = evaluate_pairs(
-        model,
-        pairs,
-        pad_id=tokenizer.pad_token_id,
-        batch=16,
-        device=torch.device("cpu"),
-        bf16=bf16,
-        config=TrainConfig(model="-"),
-    )
-    return metrics["eval/accuracy"]
 
 
 # --- workers (each in its own process) ------------------------------------------------------
@@ -209,7 +183,7 @@ def worker_trl(spec: dict) -> dict:
     trainer.compute_loss = counting
     held = hh_rows(*spec["eval_rows"])
     start = (
-        eval_accuracy(trainer.model.eval(), tok, held, spec["max_length"], spec["eval_bf16"])
+        eval_accuracy(trainer.model.eval(), tok, "last", held, spec["max_length"], bf16=spec["eval_bf16"], batch=16)
         if held and spec["start_eval"]
         else None
     )
@@ -220,7 +194,7 @@ def worker_trl(spec: dict) -> dict:
     if logged and int(logged[-1]) != counts["real"]:
         raise AssertionError(f"real tokens counted {counts['real']}, TRL logged {logged[-1]}")
     accuracy = (
-        eval_accuracy(trainer.model.eval(), tok, held, spec["max_length"], spec["eval_bf16"])
+        eval_accuracy(trainer.model.eval(), tok, "last", held, spec["max_length"], bf16=spec["eval_bf16"], batch=16)
         if held
         else None
     )
@@ -316,7 +290,7 @@ def worker_rmflow(spec: dict) -> dict:
     trained = load_reward_model(result.model_dir)
     held = hh_rows(*spec["eval_rows"])
     accuracy = (
-        eval_accuracy(trained.hf, trained.tokenizer, held, spec["max_length"], spec["eval_bf16"])
+        eval_accuracy(trained.hf, trained.tokenizer, "last", held, spec["max_length"], bf16=spec["eval_bf16"], batch=16)
         if held
         else None
     )

@@ -10,6 +10,7 @@ run) are removed; a live writer's temp is never touched (see ``remove_dead_temps
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -210,6 +211,20 @@ def _temp_dir_beside(dest: Path) -> Path:
         if named is e:
             raise
         raise named from e
+
+
+@contextmanager
+def exclusive(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (one process at a time, on this host); the lock
+    is released when the block ends or the process dies."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -16,21 +16,18 @@ library versions that converted it) and the size of every file, checked before r
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import logging
 import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import rmcore
-from rmcore.io import atomic_dir, file_sha256, owned_temp_name, read_json, write_json
+from rmcore.io import atomic_dir, exclusive, file_sha256, owned_temp_name, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +100,7 @@ def import_gguf(gguf_path: str | os.PathLike[str], cache_root: str | os.PathLike
     if is_imported(dest, digest):
         log.info("reusing imported model %s (from %s)", dest, source)
         return dest
-    with _exclusive(dest.with_name(f".{dest.name}.lock")):
+    with exclusive(dest.with_name(f".{dest.name}.lock")):
         if is_imported(dest, digest):  # another process converted it while this one waited
             log.info("reusing imported model %s (from %s)", dest, source)
             return dest
@@ -231,15 +228,3 @@ def _provenance(source: Path, digest: str, summary: dict[str, Any], folder: Path
         "seconds": round(seconds, 1),
         "converted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (one process at a time, on this host)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

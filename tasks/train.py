@@ -8,9 +8,7 @@ from writing the same folder.
 
 from __future__ import annotations
 
-import fcntl
 import os
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,17 +26,6 @@ def resolve_model_ref(model: str, cache_root: str | os.PathLike[str] | None = No
     (``rmcore.model_import``). Imported GGUF models are cached in ``cache_root``, by default the
     user's cache dir (``$XDG_CACHE_HOME/rmflow/models``), so every work dir shares one conversion."""
     return model_import.resolve_model_ref(model, cache_root or default_cache_dir() / "models")
-
-
-@contextmanager
-def exclusive(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 TRAIN = Stage(
@@ -64,7 +51,7 @@ def train_task(
     logger = get_run_logger()
     key, final = TRAIN.key(inputs), TRAIN.output_dir(inputs)
     config = replace(train, model=resolve_model_ref(train.model))
-    with exclusive(final.parent / f"{key}.lock"):
+    with io.exclusive(final.parent / f"{key}.lock"):
         if not is_complete(final):
             partial = final.parent / f"{key}.partial"
             sink = LoggingSink()

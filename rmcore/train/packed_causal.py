@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from rmcore.train.embedding_grad import lookup_rows
+from rmcore.train.packed_encoder import checkpointing_on
 
 Groups = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -58,10 +59,7 @@ def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
     head = getattr(hf, "score", None)
     if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
         return f"{type(hf).__name__} has no one-output Linear head named 'score'"
-    checkpointing = getattr(hf, "is_activation_checkpointing", None)  # transformers >= 5.x name
-    if checkpointing is None:
-        checkpointing = getattr(hf, "is_gradient_checkpointing", False)
-    if checkpointing:
+    if checkpointing_on(hf):
         # Backward recomputes each layer after the packed forward has restored the stock
         # attention, which would then attend across the packed sequences.
         return "gradient checkpointing is on"

@@ -26,6 +26,13 @@ from rmcore.train.embedding_grad import lookup_rows
 Groups = list[tuple[torch.Tensor, torch.Tensor]]
 
 
+def checkpointing_on(hf: torch.nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on: backward then recomputes each layer
+    through the stock forward, which a packed pass cannot share."""
+    on = getattr(hf, "is_activation_checkpointing", None)  # transformers >= 5.x name
+    return bool(getattr(hf, "is_gradient_checkpointing", False) if on is None else on)
+
+
 def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
     """Why the packed pass cannot run ``hf`` (None when it can): it mirrors BertModel exactly."""
     base = getattr(hf, "base_model", None)
@@ -42,10 +49,7 @@ def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
         return f"position_embedding_type {config.position_embedding_type!r}"
     if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
         return f"attention implementation {getattr(config, '_attn_implementation', None)!r}"
-    checkpointing = getattr(hf, "is_activation_checkpointing", None)  # transformers >= 5.x name
-    if checkpointing is None:
-        checkpointing = getattr(hf, "is_gradient_checkpointing", False)
-    if checkpointing:
+    if checkpointing_on(hf):
         return "gradient checkpointing is on"
     return None
 
