@@ -86,10 +86,19 @@ def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: 
     return run_id
 
 
+def train_here(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> dict:
+    """The train task in this flow run (it launches N ranks itself when the recipe asks)."""
+    return train_task(ctx.recipe.train, mixture["path"], mixture["digest"], str(ctx.work), mlflow_run_id=mlflow_run_id)
+
+
 def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
-    trained = train_task(
-        ctx.recipe.train, mixture["path"], mixture["digest"], str(ctx.work), mlflow_run_id=run_id
-    )
+    """Train (or reuse) the model: on ``train.work_pool`` as a train flow run when the recipe names
+    one (then the task below reads its output from the cache), else in this process."""
+    if ctx.recipe.train.work_pool:
+        from flows.dispatch import train_on_pool
+
+        train_on_pool(ctx, mixture, run_id)
+    trained = train_here(ctx, mixture, run_id)
     if run_id:
         tracking.log_metrics(run_id, trained["metrics"], prefix="final/")
         if trained.get("precision"):

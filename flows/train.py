@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 from prefect import flow
 
 from flows.context import resolve
 from flows.data_stages import run_data_stages
-from flows.model_stages import run_train
+from flows.model_stages import train_here
 from rmcore import io
 from rmcore.recipe import require_train
 
@@ -17,12 +20,35 @@ def train_flow(
     data_dir: str | None = None,
     work_dir: str | None = None,
     mixture_path: str | None = None,
+    mixture_digest: str | None = None,
+    mlflow_run_id: str | None = None,
 ) -> dict:
-    """Train the recipe's reward model. mixture_path: train on this mixture Parquet instead."""
+    """Train the recipe's reward model (here: this flow run is where training runs).
+
+    mixture_path: train on this mixture Parquet instead of the recipe's data stages; the pipeline
+    passes its own (with mixture_digest, checked here) when it dispatches training to a work pool.
+    mlflow_run_id: log the training curves to this MLflow run (the pipeline's).
+    """
     ctx = resolve(recipe, data_dir, work_dir)
     require_train(ctx.recipe)  # before any data stage runs
     if mixture_path:
-        mixture = {"path": mixture_path, "digest": io.table_digest(io.read_table(mixture_path, "mixture"))}
+        mixture = {"path": mixture_path, "digest": _readable_mixture(mixture_path, mixture_digest, ctx.work)}
     else:
         mixture = run_data_stages(ctx)["mixture"]
-    return run_train(ctx, mixture, run_id=None)
+    return train_here(ctx, mixture, mlflow_run_id)
+
+
+def _readable_mixture(path: str, digest: str | None, work: Path) -> str:
+    """The mixture's digest, once this worker has read it (and it is the one the pipeline built)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"the mixture {path} is not visible from this worker ({socket.gethostname()}): the work dir "
+            f"{work} must be storage that the pipeline's pool and this pool both mount at the same path"
+        )
+    found = io.table_digest(io.read_table(path, "mixture"))
+    if digest and found != digest:
+        raise ValueError(
+            f"the mixture {path} read here has digest {found[:16]}, not the {digest[:16]} the pipeline "
+            "built: the work dir is not the same storage on both pools, or the file changed since"
+        )
+    return found

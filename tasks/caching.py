@@ -38,7 +38,7 @@ def stage_key(stage: str, *, code: str | None = None, **material: Any) -> str:
     material (input digests, typed config) and ``code``, the fingerprint of the library code
     it runs (default: the whole library's)."""
     blob = json.dumps(
-        {"stage": stage, "rmcore": code or rmcore_fingerprint(), **to_dict(material)}, sort_keys=True, default=str
+        {"stage": stage, "rmcore": code or rmcore_fingerprint(), **to_dict(material, keyed=True)}, sort_keys=True, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

@@ -44,33 +44,23 @@ def train_task(
     """Train the Bradley-Terry reward model; returns the model folder, its digest and metrics.
 
     Keyed by the config's content (every field, defaults included), so two recipes whose train
-    sections differ only by spelling out a default share one model."""
+    sections differ only by spelling out a default share one model. Where it trains (``processes``,
+    ``launcher``, ``work_pool``) is not in the key: the same model wherever it trains."""
     inputs = dict(locals())
-    from rmcore.train import LoggingSink, train_reward_model
-
     logger = get_run_logger()
     key, final = TRAIN.key(inputs), TRAIN.output_dir(inputs)
     config = replace(train, model=resolve_model_ref(train.model))
     with io.exclusive(final.parent / f"{key}.lock"):
         if not is_complete(final):
             partial = final.parent / f"{key}.partial"
-            sink = LoggingSink()
-            if mlflow_run_id:
-                from tracking.sinks import MlflowMetricsSink
-
-                sink = MlflowMetricsSink(mlflow_run_id)
-            result = train_reward_model(
-                config, mixture_path=Path(mixture_path), output_dir=partial, sink=sink, resume=True
-            )
-            if hasattr(sink, "flush"):
-                sink.flush()
+            result = _train(config, Path(mixture_path), partial, mlflow_run_id, logger)
             summary = {
                 "key": key,
                 "config_hash": config_hash(config),
-                "metrics": result.metrics,
-                "steps": result.steps,
-                "model_subdir": os.path.relpath(result.model_dir, partial),
-                "precision": result.precision,
+                "metrics": result["metrics"],
+                "steps": result["steps"],
+                "model_subdir": os.path.relpath(result["model_dir"], partial),
+                "precision": result.get("precision", {}),
             }
             io.write_json(summary, partial / "train_summary.json")
             mark_complete(partial)
@@ -85,4 +75,38 @@ def train_task(
         "steps": summary["steps"],
         "config_hash": summary["config_hash"],
         "precision": summary.get("precision", {}),
+    }
+
+
+def _train(config: TrainConfig, mixture: Path, out: Path, mlflow_run_id: str | None, logger) -> dict:
+    """Train into ``out`` in this process, in N torchrun ranks, or on Ray Train workers; rank 0's
+    result as a dict (model_dir, steps, metrics, precision)."""
+    from rmcore.train.launch import launch_torchrun, resolve_processes
+
+    processes = resolve_processes(config)
+    if config.launcher == "ray":
+        from rmcore.train.ray_launch import launch_ray
+
+        return launch_ray(
+            config, mixture, out, processes=processes, on_line=logger.info, mlflow_run_id=mlflow_run_id
+        )
+    if processes > 1:
+        return launch_torchrun(
+            config, mixture, out, processes=processes, on_line=logger.info, mlflow_run_id=mlflow_run_id
+        )
+    from rmcore.train import LoggingSink, train_reward_model
+
+    sink = LoggingSink()
+    if mlflow_run_id:
+        from tracking.sinks import MlflowMetricsSink
+
+        sink = MlflowMetricsSink(mlflow_run_id)
+    result = train_reward_model(config, mixture_path=mixture, output_dir=out, sink=sink, resume=True)
+    if hasattr(sink, "flush"):
+        sink.flush()
+    return {
+        "model_dir": str(result.model_dir),
+        "steps": result.steps,
+        "metrics": result.metrics,
+        "precision": result.precision,
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
     "RMFLOW_HOME": str(_ROOT / "rmflow"),
     "XDG_CACHE_HOME": str(_ROOT / "cache"),  # rmcore.precision's per-machine probe cache
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # A local Ray turns token auth on and, without a token, writes one to ~/.ray/auth_token:
+    # give it this session's own token instead (auth stays on, the home folder untouched).
+    "RAY_AUTH_TOKEN": uuid.uuid4().hex,
 }.items():
     os.environ[_key] = _value
 os.environ.pop("PREFECT_API_URL")

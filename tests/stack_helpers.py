@@ -152,11 +152,22 @@ def listeners(port: int) -> set[str]:
 LOOPBACK_V4 = "0100007F"  # 127.0.0.1 in /proc/net/tcp's little-endian hex
 
 
-def get_json(url: str, body: Any = None, timeout: float = 10) -> Any:
+def get_json(url: str, body: Any = None, timeout: float = 10, busy_retries: int = 10) -> Any:
+    """GET (or POST ``body``) JSON; a 503 (the SQLite-backed server busy on a loaded machine) is
+    retried a few times before it fails the test."""
+    import urllib.error
+
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+    for attempt in range(busy_retries + 1):
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or attempt == busy_retries:
+                raise
+            time.sleep(2.0)
+    raise AssertionError("unreachable")
 
 
 def run_deployment(

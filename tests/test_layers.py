@@ -129,6 +129,7 @@ ENV_READ_IN_RMCORE = {
     "ONEDNN_MAX_CPU_ISA": "rmcore/precision.py: part of the machine's identity (which kernels torch runs)",
     "WORLD_SIZE": "rmcore/train/distributed.py: the launcher's contract (torchrun, deepspeed, accelerate)",
     "MASTER_PORT": "rmcore/train/engines.py: single-process defaults of that contract",
+    "LOCAL_RANK": "rmcore/train/run.py: the launcher's contract (which GPU of the node this rank uses)",
 }
 
 

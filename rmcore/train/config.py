@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from rmcore.config import ConfigError
+from rmcore.config import PLACEMENT, ConfigError
 
 
 def _at_least(group: object, lows: dict[str, int]) -> None:
@@ -242,6 +242,21 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """Ray Train settings for ``launcher: ray`` (``pip install 'rmflow[ray]'``)."""
+
+    address: str | None = None
+    """The Ray cluster to join (``auto``, ``ray://head:10001``); none: start a local Ray on this machine."""
+    use_gpu: bool = False
+    """One GPU per worker (Ray Train's ``ScalingConfig.use_gpu``)."""
+    cpus_per_worker: int = 1
+    """CPUs Ray reserves per worker."""
+
+    def __post_init__(self) -> None:
+        _at_least(self, {"cpus_per_worker": 1})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One reward-model training run. Only ``model`` is required."""
 
@@ -260,6 +275,19 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # Where training runs (PLACEMENT: not part of the cache key; the same model wherever it trains).
+    work_pool: str | None = field(default=None, metadata=PLACEMENT)
+    """The Prefect work pool that trains (``gpu``: the pipeline starts a flow run of the ``rmflow-train``
+    deployment on that pool and waits for it); none: the pipeline trains in its own process."""
+    processes: int | Literal["auto"] = field(default="auto", metadata=PLACEMENT)
+    """Data-parallel training processes. ``auto``: one per visible CUDA device when ``deepspeed`` is set,
+    else 1. More than one needs ``deepspeed`` (ZeRO averages the gradients); on CPU they use gloo."""
+    launcher: Literal["torchrun", "ray"] = field(default="torchrun", metadata=PLACEMENT)
+    """How several processes start: ``torchrun`` (the torch elastic launcher, one node) or ``ray``
+    (Ray Train workers, any number of nodes of a Ray cluster; ``ray:`` below)."""
+    dispatch_timeout_s: float = field(default=0.0, metadata=PLACEMENT)
+    """With ``work_pool``: fail (and cancel the train flow run) after this many seconds; 0: no limit."""
+    ray: RayConfig = field(default_factory=RayConfig, metadata=PLACEMENT)
 
     MOVED_KEYS: ClassVar[dict[str, str]] = {
         **{k: f"backbone.{k}" for k in ("pooling", "max_length", "truncation", "trust_remote_code", "dropout")},
@@ -279,3 +307,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, {"seed": 0})
+        _numbers({}, {"dispatch_timeout_s": self.dispatch_timeout_s})
+        if self.processes != "auto":
+            _at_least(self, {"processes": 1})
+            if self.processes > 1 and not self.deepspeed:
+                raise ConfigError(
+                    f"processes: {self.processes} needs a deepspeed config (ZeRO averages the gradients "
+                    "across processes); e.g. deepspeed: deployments/deepspeed/zero2.json"
+                )

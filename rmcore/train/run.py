@@ -90,6 +90,18 @@ def train_reward_model(
         torch.nn.functional.linear = linear
 
 
+def training_device() -> torch.device:
+    """CPU, or this rank's own GPU: LOCAL_RANK (set by torchrun / Ray Train) picks it, so N ranks
+    on a node use N devices instead of all sharing cuda:0."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    import os
+
+    index = int(os.environ.get("LOCAL_RANK", "0") or 0) % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
 def _train(
     config: TrainConfig,
     mixture_path: Path,
@@ -100,7 +112,7 @@ def _train(
 ) -> TrainResult:
     output_dir, sink = Path(output_dir), sink or LoggingSink()
     torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     model = load_model(config)
     freeze_lower_layers(model, config.backbone.trainable_layers)
     precision = training_precision(config, model, device, probe)

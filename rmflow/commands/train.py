@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides CONFIG)")
     p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument(
+        "--result-json", metavar="PATH", help="rank 0 also writes the result object to PATH (atomically)"
+    )
+    p.add_argument("--mlflow-run-id", help="rank 0 logs the training curves to this MLflow run")
     p.set_defaults(func=run, render=render)
 
 
@@ -66,13 +70,20 @@ def run(args: argparse.Namespace) -> dict:
         data["model"] = resolve_model_ref(data["model"])
     config = from_mapping(TrainConfig, data, where=args.config)
     out = Path(args.out or Path("runs") / "train" / f"{Path(args.config).stem}-{config_hash(config)}")
+    sink = LoggingSink()
+    if args.mlflow_run_id:
+        from tracking.sinks import MlflowMetricsSink
+
+        sink = MlflowMetricsSink(args.mlflow_run_id)
     with contextlib.redirect_stdout(sys.stderr):  # library chatter must not break --json
         result = train_reward_model(
-            config, mixture_path=Path(mixture), output_dir=out, sink=LoggingSink(), resume=not args.no_resume
+            config, mixture_path=Path(mixture), output_dir=out, sink=sink, resume=not args.no_resume
         )
+    if hasattr(sink, "flush"):
+        sink.flush()
     if not is_main():
         return None  # under a launcher (torchrun, deepspeed, accelerate) rank 0 prints the result
-    return {
+    summary = {
         "model_dir": str(result.model_dir),
         "steps": result.steps,
         "tokens_per_s": round(result.tokens_per_s, 1),
@@ -80,7 +91,13 @@ def run(args: argparse.Namespace) -> dict:
         "data": result.data,
         "metrics": result.metrics,
         "checkpoints": str(result.checkpoints_dir),
+        "precision": result.precision,
     }
+    if args.result_json:
+        from rmcore import io
+
+        io.write_json(summary, args.result_json)
+    return summary
 
 
 def render(result: dict) -> None:
