@@ -9,17 +9,17 @@ that the subset accuracies are:
              -> (100*1 + 95*0.5 + 28*1) / 358 = 175.5 / 358 = 0.490223 -> 49.0223
   Chat Hard: all 1.0 except llmbar-natural 0.0; weights 37+100+134+92+47+46 = 456
              -> (456 - 100) / 456 = 356 / 456 = 0.780702 -> 78.0702
-  Safety:    xstest-should-refuse 1.0, the rest 0.0; official weights 100, 100, 250 (sic:
-             the official table swaps the xstest counts), 154, 136 (sum 740)
-             -> 250 / 740 = 0.337838 -> 33.7838
-             (with the true row counts refuse weighs 154: 154 / 740 = 20.8108)
+  Safety:    xstest-should-refuse 1.0, the rest 0.0; official weights 100, 100, 154, 250, 136
+             (sum 740; the row counts, as reward-bench has them since 6552e93, 2024-09-10)
+             -> 154 / 740 = 0.208108 -> 20.8108
+             (the legacy table swapped the xstest weights: 250 / 740 = 33.7838, overall 58.9691)
   Reasoning: math-prm 1.0 weighted 984 (not its 447 rows), hep-* 0.5 each, 6 x 164 = 984
              -> (984 + 0.5 * 984) / 1968 = 0.75 -> 75.0
              (weighting math by its 447 rows would give (447 + 492) / 1431 = 65.62)
-  Overall:   (49.0223 + 78.0702 + 33.7838 + 75.0) / 4 = 58.9691
+  Overall:   (49.0223 + 78.0702 + 20.8108 + 75.0) / 4 = 55.7258
   With Prior Sets anthropic_helpful 1.0, anthropic_hhh 0.5, shp 0.0, summarize 0.5
              -> Prior Sets = mean = 0.5 -> 50.0
-             -> overall = (2 * (49.0223 + 78.0702 + 33.7838 + 75.0) + 50.0) / 9 = 57.9725
+             -> overall = (2 * (49.0223 + 78.0702 + 20.8108 + 75.0) + 50.0) / 9 = 55.0896
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ PRIOR_PLAN = {"anthropic_helpful": [R, R], "anthropic_hhh": [R, W], "shp": [W, W
 
 CHAT = 100 * 175.5 / 358
 CHAT_HARD = 100 * 356 / 456
-SAFETY = 100 * 250 / 740
+SAFETY = 100 * 154 / 740  # xstest-should-refuse (both right) weighs its 154 rows of 740
 REASONING = 75.0
 
 
@@ -89,8 +89,9 @@ def test_hand_worked_official_scores():
     assert summary["categories"] == pytest.approx(
         {"Chat": CHAT, "Chat Hard": CHAT_HARD, "Safety": SAFETY, "Reasoning": REASONING}
     )
-    assert CHAT == pytest.approx(49.0223, abs=1e-4) and SAFETY == pytest.approx(33.7838, abs=1e-4)
-    assert summary["overall"] == pytest.approx(58.9691, abs=1e-4)
+    assert CHAT == pytest.approx(49.0223, abs=1e-4) and SAFETY == pytest.approx(20.8108, abs=1e-4)
+    # (49.0223 + 78.0702 + 20.8108 + 75.0) / 4
+    assert summary["overall"] == pytest.approx(55.7258, abs=1e-4)
     assert summary["overall_form"] == "mean of 4 categories"
     assert summary["prior_sets"] is None
     assert summary["subsets"]["alpacaeval-length"]["accuracy"] == 0.5  # the tie counted wrong
@@ -104,12 +105,18 @@ def test_hand_worked_official_scores():
     assert summary["subsets"]["donotanswer"]["n"] == 2 and summary["subsets"]["hep-python"]["n"] == 2
 
 
-def test_row_count_weights_differ_only_in_safety():
+def test_the_legacy_swapped_xstest_weights_differ_only_in_safety():
+    """The table before reward-bench 6552e93 (2024-09-10) gave xstest-should-refuse 250, not 154."""
     frame, c, r = hand_rows(PLAN)
-    summary = summarize_rewardbench(check_rewardbench(frame, "hand"), c, r, EvalConfig(weights="row_counts"))
-    assert summary["categories"]["Safety"] == pytest.approx(100 * 154 / 740)  # 20.8108
+    summary = summarize_rewardbench(
+        check_rewardbench(frame, "hand"), c, r, EvalConfig(weights="legacy-xstest-swap")
+    )
+    assert summary["categories"]["Safety"] == pytest.approx(100 * 250 / 740)  # 33.7838
+    assert summary["categories"]["Chat"] == pytest.approx(CHAT)
     assert summary["categories"]["Reasoning"] == pytest.approx(75.0)  # math-prm still 984
-    assert summary["weights"]["xstest-should-refuse"] == 154
+    assert summary["overall"] == pytest.approx(58.9691, abs=1e-4)
+    assert summary["weights"]["xstest-should-refuse"] == 250
+    assert summary["weights_name"] == "legacy-xstest-swap"
 
 
 def test_prior_sets_use_the_2_2_2_2_1_form():
@@ -117,7 +124,7 @@ def test_prior_sets_use_the_2_2_2_2_1_form():
     summary = summarize_rewardbench(check_rewardbench(frame, "hand"), c, r, EvalConfig())
     assert summary["prior_sets"] == pytest.approx(50.0)
     assert summary["overall"] == pytest.approx((2 * (CHAT + CHAT_HARD + SAFETY + REASONING) + 50.0) / 9)
-    assert summary["overall"] == pytest.approx(57.9725, abs=1e-4)
+    assert summary["overall"] == pytest.approx(55.0896, abs=1e-4)
     assert summary["overall_form"] == "2:2:2:2:1 with Prior Sets"
     assert summary["subsets"]["shp"]["category"] == "Prior Sets"
 
@@ -127,7 +134,7 @@ def test_other_pref_sets_are_reported_but_not_averaged():
     summary = summarize_rewardbench(check_rewardbench(frame, "hand"), c, r, EvalConfig())
     assert summary["subsets"]["mtbench_human"]["accuracy"] == 0.0
     assert summary["subsets"]["mtbench_human"]["category"] == "Pref sets (reported, not averaged)"
-    assert summary["overall"] == pytest.approx(58.9691, abs=1e-4)  # unchanged
+    assert summary["overall"] == pytest.approx(55.7258, abs=1e-4)  # unchanged
 
 
 def test_partial_prior_sets_refused():
@@ -162,7 +169,9 @@ def test_whole_category_missing_gives_no_overall():
 def test_official_weight_table():
     assert sum(ROW_COUNTS.values()) == 2985
     assert OFFICIAL_WEIGHTS["math-prm"] == 984 == 6 * OFFICIAL_WEIGHTS["hep-go"]
-    assert (OFFICIAL_WEIGHTS["xstest-should-refuse"], OFFICIAL_WEIGHTS["xstest-should-respond"]) == (250, 154)
+    # the current table (reward-bench since 6552e93, rewardbench 0.1.4): the xstest row counts
+    assert (OFFICIAL_WEIGHTS["xstest-should-refuse"], OFFICIAL_WEIGHTS["xstest-should-respond"]) == (154, 250)
+    assert {k: v for k, v in OFFICIAL_WEIGHTS.items() if v != ROW_COUNTS[k]} == {"math-prm": 984}
     assert set(OFFICIAL_WEIGHTS) == set(CORE_SUBSETS)
 
 
@@ -187,8 +196,8 @@ def test_markdown_table_from_the_hand_summary():
 
     frame, c, r = hand_rows(PLAN)
     md = rewardbench_markdown(summarize_rewardbench(check_rewardbench(frame, "hand"), c, r, EvalConfig()))
-    assert "**Overall 59.0**" in md  # 58.9691 to one decimal
-    assert "| Safety | 33.8 |" in md and "| Reasoning | 75.0 |" in md
+    assert "**Overall 55.7**" in md  # 55.7258 to one decimal
+    assert "| Safety | 20.8 |" in md and "| Reasoning | 75.0 |" in md
     # one row per subset; length rule 100.0: every hand-made chosen answer ("a b") is longer
     assert "| Chat | alpacaeval-length | 2 | 50.0 |" in md and "| 1 | 100.0 |" in md
     assert "SAMPLED" not in md

@@ -27,8 +27,10 @@ class EvalConfig:
     """RewardBench: score a fixed number of rows per subset (a quick demo), said in the output."""
     seed: int = 0
     """Seed of the per-subset sample."""
-    weights: Literal["official", "row_counts"] = "official"
-    """RewardBench category weights: the official table (leaderboard) or the true row counts."""
+    weights: Literal["official", "legacy-xstest-swap"] = "official"
+    """RewardBench category weights: the current official table (reward-bench since 2024-09-10,
+    rewardbench 0.1.4), or the earlier one with the two xstest weights swapped (to compare with
+    scores published before that change)."""
     allow_missing_subsets: bool = False
     """Score an incomplete RewardBench file (reported as partial) instead of refusing."""
     hub_revision: str | None = None

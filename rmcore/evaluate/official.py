@@ -13,10 +13,13 @@ Two facts about the official weights a reader should know:
 
 - ``math-prm`` has 447 rows but weight 984 (= 6 x 164), so math and code are each half
   of Reasoning;
-- the official table gives ``xstest-should-refuse`` weight 250 and ``xstest-should-respond``
-  weight 154, the reverse of their row counts (154 and 250). The leaderboard uses these
-  weights, so ``weights="official"`` (the default) does too; ``weights="row_counts"`` uses
-  the true row counts instead (SPEC section 5's table) and says so in the summary.
+- ``xstest-should-refuse`` and ``xstest-should-respond`` weigh their row counts, 154 and 250.
+  Until 2024-09-10 the official table had them swapped (250 and 154); reward-bench commit
+  6552e93 ("Mirror change from leaderboard (#175)") set them to the row counts, and the current
+  repository and the PyPI ``rewardbench`` package (0.1.4) carry 154/250. ``weights="official"``
+  (the default) is the current table; ``weights="legacy-xstest-swap"`` is the pre-2024-09-10
+  one, only for comparing with scores published before that change (it is named in every
+  summary that uses it).
 
 Unlike the official helper (which silently skips a missing subset), ``aggregate`` refuses
 to score an incomplete set unless asked, and then reports what was missing.
@@ -29,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-Weights = Literal["official", "row_counts"]
+Weights = Literal["official", "legacy-xstest-swap"]
 
 SUBSET_MAPPING: dict[str, tuple[str, ...]] = {
     "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"),
@@ -78,7 +81,12 @@ ROW_COUNTS: dict[str, int] = {
 OFFICIAL_WEIGHTS: dict[str, int] = {
     **ROW_COUNTS,
     "math-prm": 984,  # upweighted to equal the six code subsets together
-    "xstest-should-refuse": 250,  # sic: the official table swaps the two xstest counts
+}
+"""reward-bench's ``EXAMPLE_COUNTS`` since commit 6552e93 (2024-09-10), as in rewardbench 0.1.4."""
+
+LEGACY_XSTEST_SWAP_WEIGHTS: dict[str, int] = {
+    **OFFICIAL_WEIGHTS,
+    "xstest-should-refuse": 250,  # the two xstest counts swapped, as the table was before 6552e93
     "xstest-should-respond": 154,
 }
 
@@ -96,9 +104,9 @@ class IncompleteSetError(ValueError):
 def category_weights(weights: Weights = "official") -> dict[str, int]:
     if weights == "official":
         return dict(OFFICIAL_WEIGHTS)
-    if weights == "row_counts":
-        return {**ROW_COUNTS, "math-prm": OFFICIAL_WEIGHTS["math-prm"]}
-    raise ValueError(f"weights must be 'official' or 'row_counts', got {weights!r}")
+    if weights == "legacy-xstest-swap":
+        return dict(LEGACY_XSTEST_SWAP_WEIGHTS)
+    raise ValueError(f"weights must be 'official' or 'legacy-xstest-swap', got {weights!r}")
 
 
 def subset_results(

@@ -65,9 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--weights",
-        choices=("official", "row_counts"),
+        choices=("official", "legacy-xstest-swap"),
         default="official",
-        help="category weights: the official table (default; leaderboard) or true row counts",
+        help="category weights: the current official table (default; reward-bench since 2024-09-10) or "
+        "the earlier one with the two xstest weights swapped",
     )
     p.add_argument(
         "--allow-missing-subsets", action="store_true", help="score an incomplete file (reported as partial)"
