@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmcore.data.pairing import (
+    ALL_SCORES_EQUAL,
     EQUAL_SCORES,
     NOT_SELECTED,
     SAME_TEXT,
@@ -77,17 +78,46 @@ def test_all_pairs_orients_by_score_and_drops_equal_and_same_text() -> None:
     assert gp.dropped == {UNRATED: 0, SAME_TEXT: 1, EQUAL_SCORES: 1}
 
 
-def test_best_vs_random_takes_first_best_against_the_kth_other() -> None:
+def test_best_vs_random_draws_the_rejected_among_the_strictly_lower() -> None:
     offsets = np.array([0, 4])
-    scores = np.array([1.0, 4.0, 2.0, 4.0])  # best = item 1 (first of the two 4s); others 0, 2, 3
+    scores = np.array([1.0, 4.0, 2.0, 4.0])  # best = item 1 (first of the two 4s); lower: 0, 2 (3 ties)
     texts = pa.array(["a", "b", "c", "d"])
-    low = pairs_best_vs_random(offsets, scores, texts, np.array([0.0]))  # k = 0 -> item 0
+    low = pairs_best_vs_random(offsets, scores, texts, np.array([0.0]))  # k = floor(0 * 2) = 0 -> item 0
     assert (low.chosen.tolist(), low.rejected.tolist()) == ([1], [0])
-    assert low.dropped == {UNRATED: 0, SAME_TEXT: 0, EQUAL_SCORES: 0, NOT_SELECTED: 5}
-    mid = pairs_best_vs_random(offsets, scores, texts, np.array([0.5]))  # k = floor(1.5) = 1 -> item 2
+    assert low.dropped == {UNRATED: 0, SAME_TEXT: 0, ALL_SCORES_EQUAL: 0, NOT_SELECTED: 5}
+    mid = pairs_best_vs_random(offsets, scores, texts, np.array([0.5]))  # k = floor(0.5 * 2) = 1 -> item 2
     assert mid.rejected.tolist() == [2]
-    tie = pairs_best_vs_random(offsets, scores, texts, np.array([0.99]))  # k = 2 -> item 3, also 4.0
-    assert tie.chosen.size == 0 and tie.dropped[EQUAL_SCORES] == 1 and tie.dropped[NOT_SELECTED] == 5
+    top = pairs_best_vs_random(offsets, scores, texts, np.array([0.99]))  # k = 1 -> item 2, never the tied 3
+    assert (top.chosen.tolist(), top.rejected.tolist()) == ([1], [2]) and top.dropped == low.dropped
+
+
+def test_best_vs_random_gives_no_pair_when_all_scores_tie_and_one_pair_otherwise() -> None:
+    # group 0: 3, 3, 3 -> nothing lower (3 candidates all_scores_equal); group 1: 5 and its copy
+    # rated 2 -> the only lower item copies the chosen text (1 candidate chosen_equals_rejected);
+    # group 2: 2, 1 -> one pair
+    offsets = np.array([0, 3, 5, 7])
+    scores = np.array([3.0, 3.0, 3.0, 5.0, 2.0, 2.0, 1.0])
+    texts = pa.array(["a", "b", "c", "d", "d", "e", "f"])
+    for u in (0.0, 0.4, 0.99):
+        gp = pairs_best_vs_random(offsets, scores, texts, np.full(3, u))
+        assert (gp.chosen.tolist(), gp.rejected.tolist(), gp.group.tolist()) == ([5], [6], [2])
+        assert gp.dropped == {UNRATED: 0, SAME_TEXT: 1, ALL_SCORES_EQUAL: 3, NOT_SELECTED: 0}
+
+
+def test_best_vs_random_keeps_the_same_count_for_every_seed() -> None:
+    """Published for UltraFeedback: 62,793 pairs from 63,967 prompts; the kept count is fixed by
+    the scores (one pair per prompt with anything scored lower), never by the draw."""
+    rng = np.random.default_rng(0)
+    offsets = np.arange(0, 4001, 4)
+    scores = rng.integers(1, 4, 4000).astype(float)  # many ties
+    texts = pa.array([str(i) for i in range(4000)])
+    expected = int(sum(len(set(scores[i : i + 4])) > 1 for i in range(0, 4000, 4)))
+    kept = {len(pair_groups(offsets, scores, texts, pairing="best-vs-random", seed=s).chosen) for s in range(8)}
+    assert kept == {expected}
+    for s in range(3):
+        gp = pair_groups(offsets, scores, texts, pairing="best-vs-random", seed=s)
+        assert (scores[gp.chosen] > scores[gp.rejected]).all()
+        assert (scores[gp.chosen] == np.maximum.reduceat(scores, offsets[:-1])[gp.group]).all()
 
 
 def test_best_vs_random_counts_unrated_candidates() -> None:
@@ -97,7 +127,7 @@ def test_best_vs_random_counts_unrated_candidates() -> None:
     scores = np.array([math.nan, 2.0, 3.0, 1.0, math.nan])
     gp = pairs_best_vs_random(offsets, scores, pa.array(list("abcde")), np.array([0.3, 0.3]))
     assert (gp.chosen.tolist(), gp.rejected.tolist(), gp.group.tolist()) == ([2], [1], [0])
-    assert gp.dropped == {UNRATED: 3, SAME_TEXT: 0, EQUAL_SCORES: 0, NOT_SELECTED: 0}
+    assert gp.dropped == {UNRATED: 3, SAME_TEXT: 0, ALL_SCORES_EQUAL: 0, NOT_SELECTED: 0}
 
 
 def test_pair_groups_is_deterministic_for_a_seed() -> None:

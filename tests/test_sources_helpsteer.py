@@ -58,8 +58,8 @@ def test_best_vs_random() -> None:
     assert (p["chosen"][-1]["content"], p["rejected"][-1]["content"]) == ("A", "BCD"[k])
     assert result.dropped == {
         "single_response_prompt": 1,
-        "chosen_equals_rejected": 1,
-        "equal_scores": 0,
+        "chosen_equals_rejected": 1,  # P3: its only lower response copies the best's text
+        "all_scores_equal": 0,
         "not_best_vs_random": 5,
     }
     assert result.rows_in == 10 and result.quarantined == 2

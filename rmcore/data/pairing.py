@@ -33,6 +33,8 @@ UNRATED = "unrated_response"
 SAME_TEXT = "chosen_equals_rejected"
 EQUAL_SCORES = "equal_scores"
 NOT_SELECTED = "not_best_vs_random"
+ALL_SCORES_EQUAL = "all_scores_equal"
+"""Best-vs-random: a prompt whose rated responses all share one score has nothing lower to draw."""
 PER_PROMPT_CAP = "per_prompt_cap"
 
 
@@ -219,24 +221,42 @@ def _first_best(offsets: np.ndarray, scores: np.ndarray, group_of: np.ndarray) -
 def pairs_best_vs_random(
     offsets: np.ndarray, scores: np.ndarray, texts: pa.Array, u: np.ndarray
 ) -> GroupPairs:
-    """v1: per group, the first best-scored item against a uniformly random other rated item.
+    """v1, UltraFeedback's binarization as the recipe cites it (argilla's): per group, chosen =
+    the best-scored item, rejected = drawn uniformly among the items scored **strictly lower**.
 
-    ``u`` holds one uniform [0, 1) draw per group (drawn by the caller, so the draws do
-    not depend on which groups are rated). The selected candidate is then removed if
-    both texts are equal or both scores are equal (the recipe: "delete the selected
-    pairs with equal scores"); every other rated candidate is ``not_best_vs_random``.
+    Several items sharing the best score: the first of them in the dataset's order is chosen (a
+    fixed choice, so the seed only draws the rejected), and the others are never drawn, being
+    not lower. An item whose text equals the chosen text is not drawn either. So no selected
+    pair can tie and the kept count does not depend on the seed: a group with at least one
+    lower-scored item gives exactly one pair, the rest of its rated candidates are
+    ``not_best_vs_random``; a group whose rated items all share one score gives none
+    (``all_scores_equal``; ``chosen_equals_rejected`` if its only lower items copy the chosen
+    text). ``u`` holds one uniform [0, 1) draw per group (drawn by the caller, so the draws do
+    not depend on which groups are rated).
     """
     sizes = np.diff(offsets)
     group_of = np.repeat(np.arange(len(sizes)), sizes)
     rated = ~np.isnan(scores)
-    n_rated = np.bincount(group_of[rated], minlength=len(sizes)) if len(scores) else np.zeros(len(sizes), int)
+
+    def counts(mask: np.ndarray) -> np.ndarray:  # items per group where ``mask``
+        return np.bincount(group_of[mask], minlength=len(sizes))
+
+    n_rated = counts(rated)
     all_cands = sizes * (sizes - 1) // 2
     rated_cands = n_rated * (n_rated - 1) // 2
     best = _first_best(offsets, scores, group_of)
-    live = n_rated >= 2
-    # the k-th rated, non-best item of each live group, k = floor(u * (n_rated - 1))
-    k = np.floor(u * np.maximum(n_rated - 1, 1)).astype(np.int64)
-    eligible = rated & (np.arange(len(scores)) != best[group_of])
+    has_best = best[group_of] >= 0
+    best_item = np.where(has_best, best[group_of], 0)
+    lower = rated & has_best & (scores < np.where(has_best, scores[best_item], np.inf))
+    copies = np.zeros(len(scores), dtype=bool)
+    if lower.any():
+        idx = np.flatnonzero(lower)
+        copies[idx] = same_text(texts, best_item[idx], idx)
+    eligible = lower & ~copies
+    n_eligible = counts(eligible)
+    live = n_eligible >= 1
+    # the k-th eligible item of each live group, k = floor(u * n_eligible)
+    k = np.floor(u * np.maximum(n_eligible, 1)).astype(np.int64)
     rank = np.cumsum(eligible) - 1
     start_rank = np.concatenate([[0], np.cumsum(eligible)])[offsets[:-1]]
     local = rank - start_rank[group_of]
@@ -244,17 +264,15 @@ def pairs_best_vs_random(
     other = np.full(len(sizes), -1, dtype=np.int64)
     other[group_of[pick]] = np.flatnonzero(pick)
     g = np.flatnonzero(live)
-    a, b = best[g], other[g]
-    same = same_text(texts, a, b)
-    equal = ~same & (scores[a] == scores[b])
-    keep = ~(same | equal)
+    dead = (n_rated >= 2) & ~live
+    only_copies = dead & (counts(lower) > 0)
     dropped = {
         UNRATED: int((all_cands - rated_cands)[sizes >= 2].sum()),
-        SAME_TEXT: int(same.sum()),
-        EQUAL_SCORES: int(equal.sum()),
+        SAME_TEXT: int(rated_cands[only_copies].sum()),
+        ALL_SCORES_EQUAL: int(rated_cands[dead & ~only_copies].sum()),
         NOT_SELECTED: int((rated_cands[live] - 1).sum()),
     }
-    return GroupPairs(a[keep], b[keep], g[keep], dropped)
+    return GroupPairs(best[g], other[g], g, dropped)
 
 
 def pair_groups(
@@ -281,6 +299,13 @@ def pair_groups(
         return pairs_all(offsets, scores, texts)
     u = np.random.default_rng(seed).random(n_groups) if draws is None else draws
     return pairs_best_vs_random(offsets, scores, texts, u)
+
+
+def pairing_rules(pairing: str) -> tuple[str, ...]:
+    """The rules a pairing removes candidates by (what a source reports, zeros included)."""
+    if pairing == ALL_PAIRS:
+        return (UNRATED, SAME_TEXT, EQUAL_SCORES, NOT_SELECTED)
+    return (UNRATED, SAME_TEXT, ALL_SCORES_EQUAL, NOT_SELECTED)
 
 
 # ---------------------------------------------------------------- caps

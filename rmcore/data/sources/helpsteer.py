@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rmcore.data.pairing import (
+    ALL_SCORES_EQUAL,
     BEST_VS_RANDOM,
     EQUAL_SCORES,
     NOT_SELECTED,
@@ -27,6 +28,7 @@ from rmcore.data.pairing import (
     cap_per_group,
     group_codes,
     pair_groups,
+    pairing_rules,
 )
 from rmcore.data.sources.base import MULTI_RESPONSE_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import (
@@ -38,7 +40,7 @@ from rmcore.data.sources.tables import (
 )
 
 SINGLE = "single_response_prompt"
-RULES = (SINGLE, SAME_TEXT, EQUAL_SCORES, NOT_SELECTED, PER_PROMPT_CAP)
+RULES = (SINGLE, SAME_TEXT, EQUAL_SCORES, ALL_SCORES_EQUAL, NOT_SELECTED, PER_PROMPT_CAP)
 SCORE_FIELDS = ("helpfulness", "correctness")
 
 
@@ -94,9 +96,8 @@ class HelpSteer:
         )
         scores = (h + c) / 2
         responses = table.column("response").combine_chunks().take(pa.array(order))
-        gp = pair_groups(
-            offsets, scores, responses, pairing=options.pairing or BEST_VS_RANDOM, seed=options.seed
-        )
+        pairing = options.pairing or BEST_VS_RANDOM
+        gp = pair_groups(offsets, scores, responses, pairing=pairing, seed=options.seed)
         dropped = {SINGLE: int((sizes == 1).sum()), **gp.dropped}
         dropped.pop("unrated_response", None)  # quarantine already removed every unscored row
         chosen, rejected, group = gp.chosen, gp.rejected, gp.group
@@ -120,7 +121,10 @@ class HelpSteer:
                 [raw_json(raw.slice(i, 1).to_pylist()[0]) for i in q],
             ),
             dropped={
-                k: dropped.get(k, 0) for k in RULES if k != PER_PROMPT_CAP or options.per_prompt is not None
+                k: dropped.get(k, 0)
+                for k in RULES
+                if (k in pairing_rules(pairing) or k == SINGLE)
+                or (k == PER_PROMPT_CAP and options.per_prompt is not None)
             },
             unit="candidate",
             raw_rows=raw.num_rows,

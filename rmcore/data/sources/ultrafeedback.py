@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rmcore.data.pairing import (
+    ALL_SCORES_EQUAL,
     BEST_VS_RANDOM,
     EQUAL_SCORES,
     NOT_SELECTED,
@@ -31,6 +32,7 @@ from rmcore.data.pairing import (
     UNRATED,
     cap_per_group,
     pair_groups,
+    pairing_rules,
 )
 from rmcore.data.sources.base import MULTI_RESPONSE_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import (
@@ -43,7 +45,7 @@ from rmcore.data.sources.tables import (
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 TOO_FEW = "fewer_than_two_completions"
-RULES = (TOO_FEW, UNRATED, SAME_TEXT, EQUAL_SCORES, NOT_SELECTED, PER_PROMPT_CAP)
+RULES = (TOO_FEW, UNRATED, SAME_TEXT, EQUAL_SCORES, ALL_SCORES_EQUAL, NOT_SELECTED, PER_PROMPT_CAP)
 _NUMBER = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*")
 _BATCH_ROWS = 100_000
 
@@ -247,7 +249,8 @@ class UltraFeedback:
             start += n
         if start != n_rows:
             raise ValueError(f"ultrafeedback: batches held {start} rows, expected {n_rows}")
-        dropped = dict.fromkeys(RULES, 0)
+        rules = pairing_rules(options.pairing or BEST_VS_RANDOM)
+        dropped = dict.fromkeys((k for k in RULES if k in rules or k in (TOO_FEW, PER_PROMPT_CAP)), 0)
         for o in outs:
             for k, v in o.dropped.items():
                 dropped[k] += v
