@@ -68,18 +68,23 @@ def test_orca_rules() -> None:
         orca("g", "b", "swapped", [4.0, 8.0], ["b", "g"], 8.0),  # 2 kept 8 vs 4 (ratings follow generations)
         orca("g", "b", "unchanged", [7.0, 7.0], ["g", "b"], 7.0),  # 3 equal_scores
         orca("s", "s", "unchanged", [5.0, 6.0], ["s", "t"], 5.0),  # 4 chosen_equals_rejected
-        orca("g", "b", "unchanged", None, ["g", "b"], None),  # 5 quarantined: no ratings
+        orca("g", "b", "unchanged", [5.0], ["g", "b"], None),  # 5 quarantined: one rating for two answers
         orca("g", "b", "unchanged", [8.0, 5.0], ["other1", "other2"], 8.0),  # 6 kept via chosen_score 8 vs 5
         orca("g", "b", "unchanged", [3.0, 9.0], ["g", "b"], 3.0),  # 7 chosen_rated_lower
+        # the hub's unrated rows: no rating, status tie -> the tie rule, not quarantine
+        orca("g", "b", "tie", None, ["g", "b"], None),  # 8 status_tie
+        orca("g", "b", "unchanged", None, ["g", "b"], None),  # 9 unrated_pair (no rating, not a tie)
     ]
     result = Orca().clean(pa.Table.from_pylist(rows), CleanOptions(), split="train")
-    assert (result.rows_in, result.kept, result.quarantined) == (8, 3, 1)
+    assert (result.rows_in, result.kept, result.quarantined) == (10, 3, 1)
     assert result.dropped == {
         "chosen_equals_rejected": 1,
-        "status_tie": 1,
+        "status_tie": 2,
+        "unrated_pair": 1,
         "equal_scores": 1,
         "chosen_rated_lower": 1,
     }
+    assert result.quarantine["source_row"].to_pylist() == [5]
     scores = [(p["source_row"], p["chosen_score"], p["rejected_score"]) for p in result.pairs.to_pylist()]
     assert scores == [(0, 9.0, 6.0), (2, 8.0, 4.0), (6, 8.0, 5.0)]
     first = result.pairs.to_pylist()[0]

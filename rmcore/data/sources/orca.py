@@ -4,9 +4,12 @@ Rows: ``system, input, chosen, rejected`` (strings), ``generations`` (the two an
 as rated), ``rating`` (one float per generation), ``status`` (``tie`` / ``unchanged`` /
 ``swapped``), ``chosen_score`` and more. Scores: each side's rating, found by matching
 its text in ``generations`` (else ``chosen_score`` and the other rating). Rules, in
-order: missing text fields or ratings, NaN ratings -> quarantined; identical answers
--> ``chosen_equals_rejected``; ``status == "tie"`` -> ``status_tie``; equal ratings ->
-``equal_scores``; chosen rated below rejected -> ``chosen_rated_lower``.
+order: missing or non-string text fields -> quarantined; identical answers ->
+``chosen_equals_rejected``; ``status == "tie"`` -> ``status_tie`` (whatever the rating);
+no ``rating`` at all -> ``unrated_pair`` (about 42 of the 12,859 rows: the labeller gave
+no rating, and their status marks them as ties: a tie, not an error); a rating that
+cannot be read (wrong type, NaN, not matching either answer) -> quarantined; equal
+ratings -> ``equal_scores``; chosen rated below rejected -> ``chosen_rated_lower``.
 """
 
 from __future__ import annotations
@@ -20,13 +23,11 @@ import pyarrow as pa
 from rmcore.data.sources.base import SINGLE_PAIR_OPTIONS, CleanOptions, CleanResult
 from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_str, single_turn
 
-RULES = ("chosen_equals_rejected", "status_tie", "equal_scores", "chosen_rated_lower")
+RULES = ("chosen_equals_rejected", "status_tie", "unrated_pair", "equal_scores", "chosen_rated_lower")
 
 
 def _side_scores(row: dict[str, Any], chosen: str, rejected: str) -> tuple[float, float]:
     ratings = row.get("rating")
-    if ratings is None:
-        raise Quarantine("missing_field", "rating")
     if not isinstance(ratings, list) or len(ratings) != 2:
         raise Quarantine("wrong_type", "rating must be a list of two numbers")
     if any(
@@ -50,11 +51,13 @@ def pair_from_orca(row: dict[str, Any]) -> dict[str, Any]:
     if system is not None and not isinstance(system, str):
         raise Quarantine("wrong_type", "system is not a string")
     chosen_text, rejected_text = require_str(row, "chosen"), require_str(row, "rejected")
-    score_c, score_r = _side_scores(row, chosen_text, rejected_text)
     if chosen_text == rejected_text:
         raise Drop("chosen_equals_rejected")
     if row.get("status") == "tie":
         raise Drop("status_tie")
+    if row.get("rating") is None:
+        raise Drop("unrated_pair")
+    score_c, score_r = _side_scores(row, chosen_text, rejected_text)
     if score_c == score_r:
         raise Drop("equal_scores")
     if score_c < score_r:
