@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -60,6 +61,8 @@ def _fate(row: dict) -> str:
         roles = [r for r, _ in turns or []]
         if not roles or roles[0] != "user":
             return "quarantined:unparseable_transcript"
+        if any(re.search(r"(?:^|\s)(?:Human|Assistant):", content) for _, content in turns):
+            return "quarantined:turn_marker_inside_turn"
         if any(a == b for a, b in itertools.pairwise(roles)):
             return "quarantined:consecutive_same_role"
         if roles[-1] != "assistant":
@@ -88,10 +91,12 @@ def _expected(path: Path) -> dict[str, int]:
 
 
 def test_the_independent_count_of_the_two_train_samples(shared_data: Path) -> None:
-    """Worked out by reading the rows: helpful has 1 empty final answer and 2 transcripts with two
-    assistant turns in a row (rows 241, 365); harmless has 2 such transcripts (rows 36, 329)."""
-    assert _expected(shared_data / HELPFUL) == {"rows_in": 500, "kept": 497, "dropped": 1, "quarantined": 2}
-    assert _expected(shared_data / HARMLESS) == {"rows_in": 500, "kept": 498, "dropped": 0, "quarantined": 2}
+    """Worked out by reading the rows: helpful has 1 empty final answer (row 247) and 8 transcripts
+    with a turn marker inside a turn (rows 45, 173, 241, 357, 365, 418, 485, 493; in 241 and 365
+    an inline "Human:" made two assistant turns in a row); harmless has 2 transcripts with two
+    assistant turns in a row (rows 36, 329) and 4 with a marker inside a turn (447, 462, 471, 492)."""
+    assert _expected(shared_data / HELPFUL) == {"rows_in": 500, "kept": 491, "dropped": 1, "quarantined": 8}
+    assert _expected(shared_data / HARMLESS) == {"rows_in": 500, "kept": 494, "dropped": 0, "quarantined": 6}
 
 
 # --- the spec: label, validation -----------------------------------------------------------------
@@ -187,8 +192,8 @@ def test_rmflow_mix_trains_on_the_hh_rlhf_train_samples(shared_data: Path, tmp_p
     assert helpful != "hh-rlhf/helpful-base/train" and test_listed != "hh-rlhf/helpful-base/test"
     counts = out["counts"]
     assert set(counts) == {helpful, harmless, "hh-rlhf/helpful-base/test", test_listed}
-    assert counts[helpful] == _expected(shared_data / HELPFUL)["kept"] == 497
-    assert counts[harmless] == _expected(shared_data / HARMLESS)["kept"] == 498
+    assert counts[helpful] == _expected(shared_data / HELPFUL)["kept"] == 491
+    assert counts[harmless] == _expected(shared_data / HARMLESS)["kept"] == 494
     assert counts[test_listed] == counts["hh-rlhf/helpful-base/test"]
     assert out["total"] == sum(counts.values())
 
@@ -272,7 +277,7 @@ def test_changing_the_sample_bytes_changes_the_download_key_and_an_unchanged_rer
     first = mixture_flow(**args, return_state=True)
     assert ran(first) == names
     result = first.result()
-    assert result["mixture"]["counts"] == {key: 497}
+    assert result["mixture"]["counts"] == {key: 491}
     (raw_dir,) = [d["raw_dir"] for d in result["downloads"]]
 
     again = mixture_flow(**args, return_state=True)
@@ -289,6 +294,6 @@ def test_changing_the_sample_bytes_changes_the_download_key_and_an_unchanged_rer
     after = changed.result()
     (new_raw_dir,) = [d["raw_dir"] for d in after["downloads"]]
     assert Path(new_raw_dir).name != Path(raw_dir).name  # a new download key
-    assert after["mixture"]["counts"] == {key: _expected(sample)["kept"]} == {key: 497}
+    assert after["mixture"]["counts"] == {key: _expected(sample)["kept"]} == {key: 491}
     assert after["mixture"]["digest"] != result["mixture"]["digest"]
     assert os.path.exists(raw_dir)  # the old entry is left as it was

@@ -32,13 +32,20 @@ ROWS = [
     {"chosen": f"Preamble{H}Hi{A}A", "rejected": f"{H}Hi{A}B"},  # 9 unparseable (text before)
     {"chosen": f"{A}A{H}Hi{A}B", "rejected": f"{A}A{H}Hi{A}C"},  # 10 unparseable (starts with Assistant)
     {"chosen": None, "rejected": f"{H}Hi{A}B"},  # 11 missing_field
+    # 12: a human turn merged into an assistant turn (an inline "  Human:"), as harmless-base
+    # test row 1254: "...called drag kings.  Human: Then how do they come to be called ..."
+    {"chosen": f"{H}Hi{A}A.  Human: And?{A}B", "rejected": f"{H}Hi{A}A.  Human: And?{A}C"},
+    # 13: an assistant answer that starts with the human's part (the model wrote "Human: ...")
+    {"chosen": f"{H}Hi{A}Human: So you like rap?", "rejected": f"{H}Hi{A}Yes"},
+    # 14: a marker quoted without whitespace before it is text, not a turn: kept
+    {"chosen": f"{H}Hi{A}He said “Assistant: hello”", "rejected": f"{H}Hi{A}No"},
 ]
 
 
 def test_each_quirk_has_its_rule() -> None:
     result = HHRLHF("helpful-base").clean(pa.Table.from_pylist(ROWS), CleanOptions(), split="test")
-    assert result.rows_in == 12
-    assert result.kept == 1
+    assert result.rows_in == 15
+    assert result.kept == 2
     assert result.dropped == {"chosen_equals_rejected": 2, "empty_final_answer": 1, "empty_prompt_turn": 1}
     reasons = dict(zip(result.quarantine["source_row"].to_pylist(), result.quarantine["reason"].to_pylist()))
     assert {r: reason.split(":")[0] for r, reason in reasons.items()} == {
@@ -49,6 +56,8 @@ def test_each_quirk_has_its_rule() -> None:
         9: "unparseable_transcript",
         10: "unparseable_transcript",
         11: "missing_field",
+        12: "turn_marker_inside_turn",
+        13: "turn_marker_inside_turn",
     }
     assert json.loads(result.quarantine["raw"][0].as_py()) == ROWS[5]
     result.check_accounting()
@@ -87,6 +96,9 @@ def _expected_fate(row: dict) -> str:
     sides = []
     for t in (c, r):
         roles = re.findall(r"\n\n(Human|Assistant):", t)
+        turns = [x.strip() for x in re.split(r"\n\n(?:Human|Assistant):", t)[1:]]
+        if any(re.search(r"(?:^|\s)(?:Human|Assistant):", x) for x in turns):
+            return "q:turn_marker_inside_turn"
         if any(x == y for x, y in itertools.pairwise(roles)):
             return "q:consecutive_same_role"
         if roles[-1] != "Assistant":
@@ -109,10 +121,10 @@ def _expected_fate(row: dict) -> str:
 
 # Counts worked out once by reading the rows (and equal to the independent reading below).
 REAL = {
-    "helpful-base": (2354, 2333, {"chosen_equals_rejected": 2, "empty_final_answer": 4, "empty_prompt_turn": 0}, 15),
-    "helpful-rejection-sampled": (2749, 2714, {"chosen_equals_rejected": 32, "empty_final_answer": 0, "empty_prompt_turn": 0}, 3),
-    "helpful-online": (1137, 1129, {"chosen_equals_rejected": 2, "empty_final_answer": 3, "empty_prompt_turn": 1}, 2),
-    "harmless-base": (2312, 2299, {"chosen_equals_rejected": 0, "empty_final_answer": 4, "empty_prompt_turn": 0}, 9),
+    "helpful-base": (2354, 2301, {"chosen_equals_rejected": 2, "empty_final_answer": 4, "empty_prompt_turn": 0}, 47),
+    "helpful-rejection-sampled": (2749, 2683, {"chosen_equals_rejected": 32, "empty_final_answer": 0, "empty_prompt_turn": 0}, 34),
+    "helpful-online": (1137, 1126, {"chosen_equals_rejected": 2, "empty_final_answer": 3, "empty_prompt_turn": 1}, 5),
+    "harmless-base": (2312, 2255, {"chosen_equals_rejected": 0, "empty_final_answer": 4, "empty_prompt_turn": 0}, 53),
 }  # fmt: skip
 
 

@@ -4,8 +4,15 @@ Rules, in order (the first that applies names the row's fate):
 - chosen and rejected texts identical -> dropped ``chosen_equals_rejected``;
 - a transcript without Human/Assistant markers, with text before the first marker or
   starting with an Assistant turn -> quarantined ``unparseable_transcript``;
-- two turns of one role in a row (a marker lost, e.g. "Humans:" or an inline
-  "  Human:") -> quarantined ``consecutive_same_role``;
+- a turn that holds a turn marker in its text ("Human:"/"Assistant:" at its start or after
+  whitespace, not after the blank line that separates turns) -> quarantined
+  ``turn_marker_inside_turn``. In the real test splits this is either a lost separator (an
+  inline "  Human: ..." that merged a human turn into an assistant turn, so two assistant
+  turns follow each other) or a model turn that starts with or quotes "Human: ..." (it wrote
+  the human's part): from the text alone the two cannot be told apart, and either reading
+  would teach wrong turn boundaries, so both go to quarantine under one name;
+- two turns of one role in a row (a marker lost some other way, e.g. "Humans:") ->
+  quarantined ``consecutive_same_role``;
 - a transcript ending with a Human turn -> quarantined ``not_ending_with_assistant``;
 - chosen and rejected differ before their last assistant turn -> quarantined
   ``prompt_mismatch`` (the pair does not compare two answers to one prompt);
@@ -32,6 +39,8 @@ REVISION = "main"  # not pinned yet: no hub access here to read the commit sha
 RULES = ("chosen_equals_rejected", "empty_final_answer", "empty_prompt_turn")
 
 _MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+_INLINE_MARKER = re.compile(r"(?:^|\s)(Human|Assistant):")
+"""A turn marker inside a turn's text (the separator proper is a blank line before it)."""
 _ROLE = {"Human": "user", "Assistant": "assistant"}
 
 
@@ -48,6 +57,12 @@ def parse_transcript(text: str, side: str = "transcript") -> list[Message]:
     messages = [{"role": _ROLE[parts[k]], "content": parts[k + 1].strip()} for k in range(1, len(parts), 2)]
     if messages[0]["role"] != "user":
         raise Quarantine("unparseable_transcript", f"{side} starts with an Assistant turn")
+    for i, message in enumerate(messages):
+        if found := _INLINE_MARKER.search(message["content"]):
+            raise Quarantine(
+                "turn_marker_inside_turn",
+                f"{side} turn {i} ({message['role']}) holds {found.group(1)!r}: inside its text",
+            )
     for i in range(1, len(messages)):
         if messages[i]["role"] == messages[i - 1]["role"]:
             raise Quarantine(
