@@ -6,9 +6,10 @@ from prefect import flow
 
 from flows.context import resolve
 from flows.data_stages import run_cleaning, run_downloads
+from flows.naming import run_name
 
 
-@flow(name="rmflow-clean", log_prints=True)
+@flow(name="rmflow-clean", flow_run_name=run_name, log_prints=True)
 def clean_flow(
     recipe: str = "deployments/recipes/demo.yaml", data_dir: str | None = None, work_dir: str | None = None
 ) -> dict:

@@ -6,9 +6,10 @@ from prefect import flow
 
 from flows.context import resolve
 from flows.data_stages import run_downloads
+from flows.naming import run_name
 
 
-@flow(name="rmflow-download", log_prints=True)
+@flow(name="rmflow-download", flow_run_name=run_name, log_prints=True)
 def download_flow(
     recipe: str = "deployments/recipes/demo.yaml", data_dir: str | None = None, work_dir: str | None = None
 ) -> dict:

@@ -6,9 +6,10 @@ from prefect import flow
 
 from flows.context import resolve
 from flows.data_stages import run_data_stages
+from flows.naming import run_name
 
 
-@flow(name="rmflow-mixture", log_prints=True)
+@flow(name="rmflow-mixture", flow_run_name=run_name, log_prints=True)
 def mixture_flow(
     recipe: str = "deployments/recipes/demo.yaml", data_dir: str | None = None, work_dir: str | None = None
 ) -> dict:

@@ -10,10 +10,11 @@ import tracking
 from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import run_evaluate, run_leaderboards, run_register, run_train, start_tracking
+from flows.naming import run_name
 from rmcore.recipe import require_train
 
 
-@flow(name="rmflow-pipeline", log_prints=True)
+@flow(name="rmflow-pipeline", flow_run_name=run_name, log_prints=True)
 def pipeline_flow(
     recipe: str = "deployments/recipes/demo.yaml",
     data_dir: str | None = None,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.naming import run_name
 from flows.pipeline import pipeline_flow
 
 
-@flow(name="rmflow-register", log_prints=True)
+@flow(name="rmflow-register", flow_run_name=run_name, log_prints=True)
 def register_flow(
     recipe: str = "deployments/recipes/demo.yaml", data_dir: str | None = None, work_dir: str | None = None
 ) -> dict:

@@ -10,11 +10,12 @@ from prefect import flow
 from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import train_here
+from flows.naming import run_name
 from rmcore import io
 from rmcore.recipe import require_train
 
 
-@flow(name="rmflow-train", log_prints=True)
+@flow(name="rmflow-train", flow_run_name=run_name, log_prints=True)
 def train_flow(
     recipe: str = "deployments/recipes/demo.yaml",
     data_dir: str | None = None,
