@@ -80,7 +80,7 @@ def train_on_pool(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> 
         "work_dir": str(ctx.work),
         "mixture_path": mixture["path"],
         "mixture_digest": mixture["digest"],
-        "mlflow_run_id": mlflow_run_id,
+        "mlflow_run_id": mlflow_run_id or "",
     }
     child = run_deployment(name, parameters=parameters, timeout=0, as_subflow=True, tags=["rmflow", "train"])
     link = flow_run_link(child.id)

@@ -11,9 +11,19 @@ from flows.naming import run_name
 
 @flow(name="rmflow-download", flow_run_name=run_name, log_prints=True)
 def download_flow(
-    recipe: str = "deployments/recipes/demo.yaml", data_dir: str | None = None, work_dir: str | None = None
+    recipe: str = "demo", data_dir: str = "", work_dir: str = ""
 ) -> dict:
-    """Download the recipe's sources to raw Parquet + manifests (cached by input content)."""
+    """Download the recipe's sources to raw Parquet + manifests (cached by input content).
+
+    Args:
+        recipe: A shipped recipe by name (demo, v1, v2, v3, v4, smollm2-cpu) or the path of a
+            recipe YAML (deployments/recipes/*.yaml shows the form).
+        data_dir: Where the preference data comes from: a hub-mirror folder (e.g. ../shared/data),
+            or "hub" for the Hugging Face hub at pinned revisions. Empty: $RMFLOW_DATA_DIR, else
+            the built-in GENERATED sample.
+        work_dir: Where stage outputs go (content-addressed, so reruns reuse them). Empty:
+            $RMFLOW_WORK_DIR, else ./runs.
+    """
     ctx = resolve(recipe, data_dir, work_dir)
     downloads, missing = run_downloads(ctx)
     return {"downloads": list(downloads.values()), "missing": missing, "data": ctx.data_label}

@@ -16,15 +16,20 @@ from rmcore.recipe import require_train
 
 @flow(name="rmflow-pipeline", flow_run_name=run_name, log_prints=True)
 def pipeline_flow(
-    recipe: str = "deployments/recipes/demo.yaml",
-    data_dir: str | None = None,
-    work_dir: str | None = None,
+    recipe: str = "demo",
+    data_dir: str = "",
+    work_dir: str = "",
 ) -> dict:
     """Turn a recipe's preference data into a registered, RewardBench-scored reward model.
 
-    recipe: a YAML under deployments/recipes/ (demo, v1-v4) or any path.
-    data_dir: a hub-mirror folder, or "hub"; empty: $RMFLOW_DATA_DIR, else the GENERATED sample.
-    work_dir: where stage outputs go (content-addressed); empty: $RMFLOW_WORK_DIR or ./runs.
+    Args:
+        recipe: A shipped recipe by name (demo, v1, v2, v3, v4, smollm2-cpu) or the path of a
+            recipe YAML (deployments/recipes/*.yaml shows the form).
+        data_dir: Where the preference data comes from: a hub-mirror folder (e.g. ../shared/data),
+            or "hub" for the Hugging Face hub at pinned revisions. Empty: $RMFLOW_DATA_DIR, else
+            the built-in GENERATED sample.
+        work_dir: Where stage outputs go (content-addressed, so reruns reuse them). Empty:
+            $RMFLOW_WORK_DIR, else ./runs.
     """
     ctx = resolve(recipe, data_dir, work_dir)
     require_train(ctx.recipe)  # runs started from the UI are checked too, before any work

@@ -17,18 +17,29 @@ from rmcore.recipe import require_train
 
 @flow(name="rmflow-train", flow_run_name=run_name, log_prints=True)
 def train_flow(
-    recipe: str = "deployments/recipes/demo.yaml",
-    data_dir: str | None = None,
-    work_dir: str | None = None,
-    mixture_path: str | None = None,
-    mixture_digest: str | None = None,
-    mlflow_run_id: str | None = None,
+    recipe: str = "demo",
+    data_dir: str = "",
+    work_dir: str = "",
+    mixture_path: str = "",
+    mixture_digest: str = "",
+    mlflow_run_id: str = "",
 ) -> dict:
     """Train the recipe's reward model (here: this flow run is where training runs).
 
-    mixture_path: train on this mixture Parquet instead of the recipe's data stages; the pipeline
-    passes its own (with mixture_digest, checked here) when it dispatches training to a work pool.
-    mlflow_run_id: log the training curves to this MLflow run (the pipeline's).
+    Args:
+        recipe: A shipped recipe by name (demo, v1, v2, v3, v4, smollm2-cpu) or the path of a
+            recipe YAML (deployments/recipes/*.yaml shows the form).
+        data_dir: Where the preference data comes from: a hub-mirror folder (e.g. ../shared/data),
+            or "hub" for the Hugging Face hub at pinned revisions. Empty: $RMFLOW_DATA_DIR, else
+            the built-in GENERATED sample.
+        work_dir: Where stage outputs go (content-addressed, so reruns reuse them). Empty:
+            $RMFLOW_WORK_DIR, else ./runs.
+        mixture_path: Train on this mixture Parquet instead of running the recipe's data stages
+            (the pipeline passes its own when it dispatches training to a work pool). Empty: the
+            recipe's data stages (from cache when unchanged).
+        mixture_digest: The digest the pipeline recorded for mixture_path; checked here before
+            training (empty: not checked).
+        mlflow_run_id: Log the training curves to this MLflow run (the pipeline's). Empty: none.
     """
     ctx = resolve(recipe, data_dir, work_dir)
     require_train(ctx.recipe)  # before any data stage runs
@@ -36,7 +47,7 @@ def train_flow(
         mixture = {"path": mixture_path, "digest": _readable_mixture(mixture_path, mixture_digest, ctx.work)}
     else:
         mixture = run_data_stages(ctx)["mixture"]
-    return train_here(ctx, mixture, mlflow_run_id)
+    return train_here(ctx, mixture, mlflow_run_id or None)
 
 
 def _readable_mixture(path: str, digest: str | None, work: Path) -> str:

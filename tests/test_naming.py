@@ -49,3 +49,21 @@ def test_prefect_names_a_run_from_its_parameters():
 
     assert named(data_dir="/data/mirror").startswith("v2 · mirror · ")
     assert named().startswith("v2 · generated sample · 20")
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        flows.clean.clean_flow, flows.download.download_flow, flows.mixture.mixture_flow,
+        flows.pipeline.pipeline_flow, flows.register.register_flow, flows.train.train_flow,
+    ],
+)  # fmt: skip
+def test_the_run_form_describes_every_parameter_as_a_plain_string(flow):
+    """Prefect builds the UI's run form from the parameter schema: every field has a description
+    (from the docstring's Args section) and a plain string type (not a "None" toggle)."""
+    schema = flow.parameters.model_dump()["properties"]
+    assert {"recipe", "data_dir", "work_dir"} <= set(schema)
+    for name, prop in schema.items():
+        assert len(prop.get("description") or "") > 20, (flow.name, name)
+        assert prop.get("type") == "string" and "anyOf" not in prop, (flow.name, name, prop)
+    assert "demo, v1" in schema["recipe"]["description"]
