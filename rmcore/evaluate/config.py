@@ -33,8 +33,9 @@ class EvalConfig:
     scores published before that change)."""
     allow_missing_subsets: bool = False
     """Score an incomplete RewardBench file (reported as partial) instead of refusing."""
-    hub_revision: str | None = None
-    """Commit of ``allenai/reward-bench`` when loading from the hub (required there: pinned)."""
+    hub_revision: str | None = "168d848cdbbea9764fae4a544dc9ca1e6cca4931"
+    """Commit of ``allenai/reward-bench`` when loading from the hub (``data/filtered-00000-of-00001.parquet``;
+    the revision public evaluation code pins, with that file's sha256 65473c20...)."""
     calibration_bins: int = 10
     """Equal-width confidence bins over [0.5, 1] for the calibration table and ECE."""
     plots: bool = True

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="Parquet/JSONL file in the hub schema, a hub-mirror folder, or 'allenai/reward-bench' (needs --revision)",
     )
-    p.add_argument("--revision", default=None, help="hub commit of allenai/reward-bench (hub loads only)")
+    p.add_argument("--revision", default=None, help="hub commit of allenai/reward-bench (hub loads only; default: the pinned one)")
     p.add_argument(
         "--out",
         default=None,
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
             "seed": args.seed,
             "weights": args.weights,
             "allow_missing_subsets": args.allow_missing_subsets,
-            "hub_revision": args.revision,
+            **({"hub_revision": args.revision} if args.revision else {}),  # else the pinned default
             "plots": args.plots,
         },
         where="rmflow eval",

@@ -47,7 +47,10 @@ def pair_from_rated_conversations(row: dict[str, Any]) -> dict[str, Any]:
 class Capybara:
     name: str = "capybara"
     hub_id: str = "argilla/distilabel-capybara-dpo-7k-binarized"
-    revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
+    revision: str = "8957fe79f19178a857460c2a9f2ada9618b41a65"
+    """The only full commit sha of this repo found in public sources (a stored hub commit page, a
+    README commit); no loader pins it, and its file layout could not be seen offline: check it
+    on the hub before relying on it (deployments/README.md, pinned revisions)."""
     splits: tuple[str, ...] = ("train",)
     options: frozenset[str] = SINGLE_PAIR_OPTIONS
     streams: bool = False

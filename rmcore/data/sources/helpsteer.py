@@ -3,7 +3,8 @@
 Rows: ``prompt, response, helpfulness, correctness, coherence, complexity, verbosity``.
 Score = mean(helpfulness, correctness). Responses are grouped by identical prompt text
 (groups in order of first appearance, responses in row order); pairing as in
-rmcore.data.pairing: v1 best vs one random other, v2 all pairs; equal scores dropped.
+rmcore.data.pairing: v1 best vs a random strictly lower-scored response (``all_scores_equal``
+when none is lower), v2 all pairs (equal scores dropped).
 Accounting per candidate comparison (``unit = "candidate"``): a prompt with a single
 response is one unit ``single_response_prompt``; rows with a missing text or a
 missing/NaN helpfulness or correctness are quarantined (one unit each). A pair's
@@ -71,7 +72,8 @@ def _quarantine_reasons(raw: pa.Table) -> tuple[dict[int, str], pa.Table]:
 class HelpSteer:
     name: str = "helpsteer"
     hub_id: str = "nvidia/HelpSteer"
-    revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
+    revision: str = "3ca5d59c1bc1080af195b4254e7407db60b6f450"
+    """Files ``train.jsonl.gz``, ``validation.jsonl.gz``; the sha public pin tables of nvidia/HelpSteer give."""
     splits: tuple[str, ...] = ("train", "validation")
     options: frozenset[str] = MULTI_RESPONSE_OPTIONS
     streams: bool = False

@@ -35,7 +35,9 @@ from rmcore.data.sources.tables import Drop, Message, Quarantine, clean_rows, re
 
 SUBSETS = ("helpful-base", "helpful-rejection-sampled", "helpful-online", "harmless-base")
 HUB_ID = "Anthropic/hh-rlhf"
-REVISION = "main"  # not pinned yet: no hub access here to read the commit sha
+REVISION = "09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa"
+"""main since 2023-05-26 (files ``<subset>/{train,test}.jsonl.gz``); pinned by stanford-crfm/helm's
+``anthropic_hh_rlhf_scenario.py`` and seen in public ``datasets`` cache snapshot paths."""
 RULES = ("chosen_equals_rejected", "empty_final_answer", "empty_prompt_turn")
 
 _MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):")

@@ -78,6 +78,8 @@ class Orca:
     name: str = "orca"
     hub_id: str = "argilla/distilabel-intel-orca-dpo-pairs"
     revision: str = "081de9022db8bb1fb7de27f7d789b60cba6dbac5"
+    """"Update README.md", 2024-01-22 (the hub's commit list); the data file
+    ``data/train-00000-of-00001.parquet`` is unchanged since 4053239 (2024-01-09)."""
     splits: tuple[str, ...] = ("train",)
     options: frozenset[str] = SINGLE_PAIR_OPTIONS
     streams: bool = False

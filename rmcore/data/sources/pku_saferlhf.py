@@ -46,19 +46,28 @@ def pair_from_safer_response(row: dict[str, Any]) -> dict[str, Any]:
 class PKUSafeRLHF:
     name: str = "pku-saferlhf"
     hub_id: str = "PKU-Alignment/PKU-SafeRLHF"
-    revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
+    revision: str = "240919205c45b905e7abc2f39bb035640438fba3"
+    """"Resplit the train and test sets": the recipe-era release (~330K rows, the one v4 takes a 150K
+    subset of) as ``round0/330k/{train,test}.jsonl.xz``, and the 30K split as
+    ``round0/30k/{train,test}.jsonl.xz`` (the hub's commit and tree pages list both, with their LFS
+    digests). The later ``v0`` branch (ff7ba91) moved the same 330k files to ``round0/``; today's
+    main is the ~83K re-release with one folder per generator model."""
+    hub_patterns: tuple[str, ...] = ("round0/330k/{split}.jsonl.xz",)
     splits: tuple[str, ...] = ("train", "test")
     options: frozenset[str] = SINGLE_PAIR_OPTIONS
     streams: bool = False
     columns: tuple[str, ...] | None = None
 
     def file_patterns(self, split: str) -> list[str]:
-        # The mirror keeps the split at the repo root; the hub release keeps one file per generator model.
-        return [f"{split}.jsonl", f"data/*/{split}.jsonl"]
+        # A mirror of today's release keeps a split sample at the repo root (../shared/data); the
+        # pinned recipe-era revision keeps it under round0/ as .jsonl.xz.
+        return [f"{split}.jsonl", *(p.format(split=split) for p in self.hub_patterns)]
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         return clean_rows(self.name, split, raw, pair_from_safer_response, rules=RULES, options=options)
 
 
 PKU_SAFERLHF = PKUSafeRLHF()
-PKU_SAFERLHF_30K = PKUSafeRLHF(name="pku-saferlhf-30k", hub_id="PKU-Alignment/PKU-SafeRLHF-30K")
+PKU_SAFERLHF_30K = PKUSafeRLHF(name="pku-saferlhf-30k", hub_patterns=("round0/30k/{split}.jsonl.xz",))
+"""PKU-SafeRLHF-30K as the recipe used it: the 30k split of the same pinned PKU-SafeRLHF revision
+(``round0/30k/``); the separate PKU-Alignment/PKU-SafeRLHF-30K repo has no public full commit sha."""

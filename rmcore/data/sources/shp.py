@@ -64,6 +64,7 @@ class SHP:
     name: str = "shp"
     hub_id: str = "stanfordnlp/SHP"
     revision: str = "e94b5f32602712d78ed494fe79105b1959396686"
+    """main since 2023-10-10 (``<subreddit>/{train,validation,test}.json``); public scripts pin it too."""
     splits: tuple[str, ...] = ("train", "validation", "test")
     options: frozenset[str] = SINGLE_PAIR_OPTIONS
     streams: bool = False

@@ -5,8 +5,9 @@ Rows: ``source, instruction, models, completions[]`` with each completion holdin
 fine-grained_score`` and ``annotations`` = {``instruction_following``, ``honesty``,
 ``truthfulness``, ``helpfulness``} each a struct with ``Rating`` (a string "1".."5" or
 "N/A") and ``Rationale``. Score of a completion = mean of its numeric ratings ("N/A"
-skipped; none numeric = unrated). Pairing (rmcore.data.pairing): v1 best vs one random
-other, v2 all pairs; chosen = higher score; equal scores dropped. Accounting is per
+skipped; none numeric = unrated). Pairing (rmcore.data.pairing): v1 best vs a random
+strictly lower-scored completion (``all_scores_equal`` when none is lower), v2 all pairs
+(chosen = higher score; equal scores dropped). Accounting is per
 candidate comparison (``unit = "candidate"``): rows with < 2 completions are one unit
 ``fewer_than_two_completions``; rows with a missing instruction/response or a rating
 that is neither a number nor "N/A" are quarantined (one unit each).
@@ -203,7 +204,9 @@ def _no_pairs(name: str, split: str) -> pa.Table:
 class UltraFeedback:
     name: str = "ultrafeedback"
     hub_id: str = "openbmb/UltraFeedback"
-    revision: str = "main"  # not pinned yet: no hub access here to read the commit sha
+    revision: str = "40b436560ca83a8dba36114c22ab3c66e43f6d5e"
+    """The raw release (one ``<source>.jsonl`` per prompt source, ``completions[].annotations`` with
+    the fine-grained ratings), as the dataset card and public ``datasets`` cache snapshots name it."""
     splits: tuple[str, ...] = ("train",)
     options: frozenset[str] = MULTI_RESPONSE_OPTIONS
     streams: bool = True
