@@ -76,14 +76,43 @@ def _check_sources(specs: tuple[SourceSpec, ...], where: str) -> None:
             )
 
 
-def check_train_paths(train: dict[str, Any], where: str, roots: tuple[Path, ...]) -> None:
-    """``deepspeed`` and a local ``model`` folder must stay under the allowed folders (``confined_path``)."""
+def is_local_model(model: str, base: Path) -> bool:
+    """A recipe's ``model`` names a local folder or file, not a hub id or an alias: it is written as
+    a path (``./x``, ``/x``, ``~/x``, ``../x``) or names something that exists, relative to ``base``
+    or to the current directory (where ``from_pretrained`` would find ``tmp/x`` first)."""
+    from rmcore.model_import import ALIASES
+
+    if not model.strip() or model in ALIASES:
+        return False
+    return looks_like_path(model) or (base / model).exists() or Path(model).exists()
+
+
+def _existing(path: Path, value: str, where: str, base: Path) -> Path:
+    if path.exists():
+        return path
+    raise ConfigError(
+        f"{where}: {value!r} resolves to {path}, which does not exist (relative paths in a recipe are "
+        f"relative to {base}). Fix: give the absolute path of the file or folder, or a hub id"
+    )
+
+
+def check_train_paths(
+    train: dict[str, Any], where: str, roots: tuple[Path, ...], base: Path = PROJECT_ROOT
+) -> dict[str, Any]:
+    """``train`` with ``deepspeed`` and a local ``model`` resolved once (relative to ``base``, symlinks
+    followed), confined under ``roots`` (``confined_path``) and present, as absolute paths: what
+    training loads is what was checked, whatever the current directory of the process that loads it.
+    A missing file is refused here, before any stage runs."""
+    train = dict(train)
     deepspeed = train.get("deepspeed")
     if isinstance(deepspeed, str):
-        confined_path(deepspeed, where=f"{where}.deepspeed", base=PROJECT_ROOT, roots=roots)
+        path = confined_path(deepspeed, where=f"{where}.deepspeed", base=base, roots=roots)
+        train["deepspeed"] = str(_existing(path, deepspeed, f"{where}.deepspeed", base))
     model = train.get("model")
-    if isinstance(model, str) and looks_like_path(model):
-        confined_path(model, where=f"{where}.model", base=PROJECT_ROOT, roots=roots)
+    if isinstance(model, str) and is_local_model(model, base):
+        path = confined_path(model, where=f"{where}.model", base=base, roots=roots)
+        train["model"] = str(_existing(path, model, f"{where}.model", base))
+    return train
 
 
 def recipe_from_mapping(
@@ -107,7 +136,7 @@ def recipe_from_mapping(
         if section in raw and not isinstance(raw[section], dict):
             raise ConfigError(f"{where}.{section}: expected a mapping")
     if raw.get("train") is not None:
-        check_train_paths(raw["train"], f"{where}.train", roots or allowed_roots())
+        raw["train"] = check_train_paths(raw["train"], f"{where}.train", roots or allowed_roots())
     recipe = from_mapping(Recipe, raw, where=where)  # train -> TrainConfig, eval -> EvalConfig
     if not recipe.register.model_name.strip():
         raise ConfigError(

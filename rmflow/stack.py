@@ -16,11 +16,14 @@ default ``./.rmflow``)::
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,62 @@ PREFECT = "prefect-server"
 MLFLOW = "mlflow-server"
 SERVERS = (PREFECT, MLFLOW)
 WORKERS = tuple(f"worker-{pool}" for pool in stack_prefect.POOLS)
+
+
+PREFECT_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+"""``user:password`` the Prefect server requires of every API call (its health check excepted)."""
+MLFLOW_USER_ENV, MLFLOW_PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+"""The MLflow admin the basic-auth app is started with; every MLflow client sends them."""
+EXPOSING = "deployments/README.md, 'Exposing the stack beyond this machine'"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name or "": it may resolve to a public interface
+        return False
+
+
+def mlflow_auth_installed() -> bool:
+    """MLflow's basic-auth app can start (it needs flask-wtf, which plain ``mlflow`` leaves out)."""
+    return importlib.util.find_spec("flask_wtf") is not None
+
+
+def exposure_gaps(host: str, env: Mapping[str, str]) -> list[str]:
+    """What is missing for servers bound to ``host`` to refuse unauthenticated clients ([] if nothing).
+
+    Bound beyond loopback, an open Prefect API lets anyone on the network start flow runs on the
+    workers, whose environment holds the user's tokens; an open MLflow lets anyone read and
+    replace models. So both servers need authentication there.
+    """
+    if is_loopback(host):
+        return []
+    gaps = []
+    user, _, password = env.get(PREFECT_AUTH_ENV, "").partition(":")
+    if not user or not password:
+        gaps.append(f"Prefect: set {PREFECT_AUTH_ENV}=user:password (the server's API auth string)")
+    if not env.get(MLFLOW_USER_ENV) or not env.get(MLFLOW_PASSWORD_ENV):
+        gaps.append(
+            f"MLflow: set {MLFLOW_USER_ENV} and {MLFLOW_PASSWORD_ENV} (the admin of MLflow's basic-auth app)"
+        )
+    if not mlflow_auth_installed():
+        gaps.append("MLflow: its basic-auth app needs flask-wtf (pip install 'mlflow[auth]')")
+    return gaps
+
+
+def check_exposure(host: str, env: Mapping[str, str]) -> None:
+    """Refuse to bind ``host`` beyond loopback unless both servers will require authentication."""
+    gaps = exposure_gaps(host, env)
+    if gaps:
+        raise RuntimeError(
+            f"refusing --host {host or repr(host)}: anyone who reaches it could start flow runs on the "
+            f"workers (their environment holds your tokens) and replace models, with no password. "
+            f"Missing: {'; '.join(gaps)}. Or keep --host 127.0.0.1 behind an authenticating reverse "
+            f"proxy; see {EXPOSING}"
+        )
 
 
 def default_home() -> Path:
@@ -55,7 +114,8 @@ class StackConfig:
     home: Path = field(default_factory=default_home)
     """Root of logs, pids, databases and results."""
     host: str = "127.0.0.1"
-    """Address both servers bind to; loopback only unless asked."""
+    """Address both servers bind to; loopback only unless asked (then both require a password:
+    ``check_exposure``)."""
     prefect_port: int = 4200
     mlflow_port: int = 5000
     project_dir: Path = field(default_factory=default_project_dir)
@@ -72,6 +132,11 @@ class StackConfig:
                 raise ValueError(f"{name}={port} is not a TCP port (1..65535)")
         if self.prefect_port == self.mlflow_port:
             raise ValueError(f"Prefect and MLflow cannot share port {self.prefect_port}")
+
+    @property
+    def exposed(self) -> bool:
+        """Bound beyond loopback: the servers run with authentication on."""
+        return not is_loopback(self.host)
 
     @property
     def client_host(self) -> str:
@@ -114,7 +179,31 @@ def child_env(cfg: StackConfig) -> dict[str, str]:
     )
     # Stage outputs of flow runs started from the UI: the user's choice, else under the home.
     env.setdefault("RMFLOW_WORK_DIR", str(cfg.home / "runs"))
+    if cfg.exposed:  # the server's auth string is what every client sends; MLflow's admin from env
+        if env.get(PREFECT_AUTH_ENV):
+            env["PREFECT_API_AUTH_STRING"] = env[PREFECT_AUTH_ENV]
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(mlflow_auth_config(cfg))
+        if env.get(MLFLOW_PASSWORD_ENV):
+            env.setdefault("MLFLOW_AUTH_ADMIN_PASSWORD", env[MLFLOW_PASSWORD_ENV])
     return env
+
+
+def mlflow_auth_config(cfg: StackConfig) -> Path:
+    """MLflow's basic-auth settings for this home (no secret in it: the admin password comes from
+    the environment on the first start): the admin is $MLFLOW_TRACKING_USERNAME."""
+    return cfg.home / "mlflow" / "basic_auth.ini"
+
+
+def write_mlflow_auth_config(cfg: StackConfig, env: Mapping[str, str]) -> None:
+    path = mlflow_auth_config(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{cfg.home / 'mlflow' / 'basic_auth.db'}\n"
+        f"admin_username = {env.get(MLFLOW_USER_ENV, '')}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
 
 
 def commands(cfg: StackConfig) -> dict[str, list[str]]:
@@ -151,6 +240,7 @@ def commands(cfg: StackConfig) -> dict[str, list[str]]:
             str(cfg.mlflow_port),
             "--workers",
             "1",
+            *(["--app-name", "basic-auth"] if cfg.exposed else []),
         ],
     }
     for pool, name in zip(stack_prefect.POOLS, WORKERS):
@@ -290,10 +380,13 @@ def up(cfg: StackConfig, redeploy: bool = False) -> dict[str, Any]:
     prefect_file = cfg.project_dir / cfg.prefect_file
     if not prefect_file.is_file():
         raise FileNotFoundError(f"deployments file {prefect_file} not found; pass --project-dir")
+    check_exposure(cfg.host, os.environ)
     _check_same_stack(cfg)
     for sub in ("logs", "pids", "prefect", "mlflow", "results"):
         (cfg.home / sub).mkdir(parents=True, exist_ok=True)
     env, cmds, t0 = child_env(cfg), commands(cfg), time.monotonic()
+    if cfg.exposed:
+        write_mlflow_auth_config(cfg, env)
     started = _start_servers(cfg, env, cmds)
     _save(cfg)
     # Prefect first: pools, workers and deploy go on while MLflow is still starting.

@@ -6,7 +6,9 @@ and deploys with Prefect's own ``prefect deploy --all``, the command users run b
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -24,11 +26,13 @@ POOLS = ("cpu", "gpu")
 def api(api_url: str, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
     """Call the Prefect REST API; returns the decoded JSON (None for an empty body)."""
     data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    # A stack bound beyond loopback requires the server's auth string (rmflow.stack.check_exposure).
+    auth = os.environ.get("PREFECT_API_AUTH_STRING") or os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     request = urllib.request.Request(
-        f"{api_url.rstrip('/')}/{path.lstrip('/')}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
+        f"{api_url.rstrip('/')}/{path.lstrip('/')}", data=data, method=method, headers=headers
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         raw = response.read()

@@ -170,6 +170,7 @@ def test_paths_inside_a_recipe_stay_under_the_allowed_folders(tmp_path: Path) ->
         roots=roots,
     )
     # What stays inside is fine: the project's own files, a hub id, the recipe's folder.
+    (tmp_path / "recipes" / "tiny").mkdir()  # a local model must exist (refused before any stage)
     for train in [
         {"deepspeed": "deployments/deepspeed/zero3.json"},
         {"model": "google/gemma-2b-it"},
@@ -182,6 +183,7 @@ def test_extra_roots_come_from_the_environment(tmp_path: Path, monkeypatch: pyte
     recipe = tmp_path / "recipes" / "r.yaml"
     recipe.parent.mkdir()
     models = tmp_path / "models"
+    (models / "m").mkdir(parents=True)
     recipe.write_text(yaml.safe_dump(_recipe(train={"model": str(models / "m")})))
     with pytest.raises(ConfigError, match="outside the folders"):
         load_recipe(recipe)

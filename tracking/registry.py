@@ -146,6 +146,25 @@ def log_reward_pyfunc(run_id: str, model_dir: str | Path, *, batch_size: int = 1
     return info.model_uri
 
 
+def discard_unfinished_models(run_id: str) -> list[str]:
+    """Delete the run's ``reward_model`` logged models that never finished (status PENDING: a
+    registration killed while logging); their ids. Run before logging it again, so the run holds
+    one finished model, not a dead one beside it."""
+    from mlflow.entities import LoggedModelStatus
+
+    c = tracking.client()
+    experiment_id = c.get_run(run_id).info.experiment_id
+    models = c.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = '{tracking.quote_filter_value(run_id)}'",
+    )
+    dead = [m.model_id for m in models if m.name == MODEL_ARTIFACT and m.status == LoggedModelStatus.PENDING]
+    for model_id in dead:
+        c.delete_logged_model(model_id)
+        log.warning("run %s: deleted logged model %s, left unfinished by a killed registration", run_id, model_id)
+    return dead
+
+
 def find_registered_version(name: str, run_id: str, model_digest: str) -> int | None:
     """Version of ``name`` registered from ``run_id`` with this model-folder digest, if any."""
     versions = tracking.client().search_model_versions(
@@ -176,6 +195,7 @@ def register_reward_model(
     version = find_registered_version(name, run_id, digest)
     created = version is None
     if created:
+        discard_unfinished_models(run_id)
         model_uri = log_reward_pyfunc(run_id, model_dir)
         all_tags = {
             **{k: str(v) for k, v in tags.items()},

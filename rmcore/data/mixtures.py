@@ -165,10 +165,17 @@ def materialise_mixture(
     missing = list(missing or [])
     if missing and config.require_all:
         raise FileNotFoundError(f"mixture {config.name!r}: sources not available: {', '.join(missing)}")
-    parts, counts, stats_rows = [], {}, []
+    parts, counts, stats_rows, empty = [], {}, [], []
     for item in sorted(inputs, key=lambda i: list(specs).index(i.key)):
         spec = specs[item.key]
         pairs = subsample(io.read_table(item.pairs_path), spec.max_pairs, config.seed, spec.key)
+        if pairs.num_rows == 0:  # every row dropped or quarantined: as good as missing
+            if config.require_all:
+                raise ValueError(
+                    f"mixture {config.name!r}: source {spec.key} gave no pairs ({item.pairs_path}) and "
+                    "data.require_all is true. Fix: see its clean summary for why every row was dropped"
+                )
+            empty.append(spec.key)
         parts.append(pairs.append_column("subset", pa.array([spec.key] * pairs.num_rows, pa.string())))
         counts[spec.key] = pairs.num_rows
         row = dict(item.stats, source=spec.key, pairs=pairs.num_rows)
@@ -214,6 +221,7 @@ def materialise_mixture(
         "validation_rows": int(is_val.sum()),
         "counts": counts,
         "missing": missing,
+        "empty": empty,
         "recipe": to_dict(config),
         "recipe_hash": config_hash(config),
         "inputs": [{"key": i.key, "path": str(i.pairs_path), "digest": i.digest} for i in inputs],
@@ -231,4 +239,6 @@ def materialise_mixture(
     )
     if missing:
         log.warning("mixture %s: sources not available and left out: %s", config.name, ", ".join(missing))
+    if empty:
+        log.warning("mixture %s: sources that gave no pairs: %s", config.name, ", ".join(empty))
     return MixtureResult(path, manifest_path, stats_path, digest, counts, table.num_rows, missing, stats_rows)

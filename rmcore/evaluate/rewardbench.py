@@ -26,6 +26,7 @@ from rmcore.evaluate.official import (
     OTHER_PREF_SETS,
     PRIOR_SETS,
     SUBSET_MAPPING,
+    IncompleteSetError,
     aggregate,
     check_subsets,
     subset_results,
@@ -186,6 +187,17 @@ def write_rewardbench_outputs(
     return paths
 
 
+def check_rewardbench_subsets(rows: RewardBenchRows, config: EvalConfig) -> None:
+    """``check_subsets`` for a loaded file: the error names the file and the option that allows it."""
+    try:
+        check_subsets(set(rows.frame["subset"]), allow_missing=config.allow_missing_subsets)
+    except IncompleteSetError as e:
+        raise IncompleteSetError(
+            f"{rows.origin}: {e}. The option: `eval.allow_missing_subsets: true` in the recipe "
+            "(`rmflow eval --allow-missing-subsets`) scores it as a reported partial result"
+        ) from None
+
+
 def evaluate_rewardbench(
     model_dir: str | os.PathLike[str],
     rewardbench_path: str | os.PathLike[str],
@@ -202,9 +214,7 @@ def evaluate_rewardbench(
     rows = load_rewardbench(
         rewardbench_path, revision=config.hub_revision, per_subset=config.sample_per_subset, seed=config.seed
     )
-    check_subsets(
-        set(rows.frame["subset"]), allow_missing=config.allow_missing_subsets
-    )  # before the long part
+    check_rewardbench_subsets(rows, config)  # before the long part
     model, config, precision = load_model_for_eval(model_dir, config)
     log.info("RewardBench: scoring %d pairs from %s", len(rows.frame), rows.origin)
     c, r, facts = score_rewardbench_rows(model, rows, config)

@@ -1,13 +1,15 @@
 """``rmflow run RECIPE``: the end-to-end pipeline (download -> ... -> register) for a recipe.
 
 When the local stack is up (``rmflow up``) the run goes to its Prefect server and MLflow
-server, so it shows in both UIs; otherwise Prefect runs an ephemeral API and MLflow
-writes to the local SQLite store under $RMFLOW_HOME.
+server, so it shows in both UIs; otherwise a temporary Prefect API runs as a child that ends
+with this process (``rmflow.temporary_prefect``) and MLflow writes to the local SQLite store
+under $RMFLOW_HOME.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -51,10 +53,13 @@ def run(args: argparse.Namespace) -> dict:
 
     load_checked_recipe(args.recipe, args.data_dir, train=True)  # refused before any work (or server) starts
     state = use_running_stack()
+    from prefect.settings import PREFECT_API_URL
+
     from flows.pipeline import pipeline_flow
 
     try:
-        summary = pipeline_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)
+        with contextlib.nullcontext() if state or PREFECT_API_URL.value() else temporary_api():
+            summary = pipeline_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)
     except Exception as e:
         lost = prefect_api_lost(e)
         if lost is None:
@@ -64,6 +69,16 @@ def run(args: argparse.Namespace) -> dict:
         summary["prefect_ui"] = state["prefect_url"]
         summary["mlflow_ui"] = state["mlflow_url"]
     return summary
+
+
+def temporary_api() -> contextlib.AbstractContextManager[str]:
+    """No stack and no PREFECT_API_URL: a Prefect API that ends with this process, even on kill -9
+    (Prefect's own ephemeral one outlived it)."""
+    from rmflow.stack import default_home
+    from rmflow.temporary_prefect import temporary_prefect_api
+
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 180)
+    return temporary_prefect_api(default_home(), timeout)
 
 
 def prefect_api_lost(exc: BaseException) -> RuntimeError | None:

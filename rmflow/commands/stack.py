@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "start one worker per pool. Logs in <home>/logs, pids in <home>/pids. Idempotent.",
     )
     _common(p)
-    p.add_argument("--host", default="127.0.0.1", help="address both servers bind to (default loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="address both servers bind to (default loopback only); any other "
+                   "is refused unless both servers get a password (see deployments/README.md)")
     p.add_argument("--prefect-port", type=int, default=4200, help="Prefect server port (default 4200)")
     p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow server port (default 5000)")
     p.add_argument("--project-dir", help="directory with deployments/prefect.yaml (default: found from cwd)")

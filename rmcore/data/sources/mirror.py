@@ -45,6 +45,19 @@ class CorruptSourceFile(ValueError):
     """A mirror file that cannot be decoded (truncated transfer, bad gzip, not Parquet); names the file."""
 
 
+class EmptySourceFile(CorruptSourceFile):
+    """A source file that holds no rows (0 bytes, an empty array, a Parquet file of 0 rows): never
+    read as a source of 0 pairs, which the mixture would take without reporting it missing."""
+
+
+def _require_rows(path: Path | str, rows: int) -> None:
+    if rows == 0:
+        raise EmptySourceFile(
+            f"{path}: holds no rows (an empty file); a source with no data is an error, not 0 pairs. "
+            "Fix: fetch this file into the mirror again, or take its entry out of the recipe."
+        )
+
+
 @contextmanager
 def _decoding(path: Path) -> Iterator[None]:
     """Decode errors of ``path`` (truncated transfer, bad gzip, not Parquet) as CorruptSourceFile naming it."""
@@ -303,11 +316,13 @@ def read_files(
             pf = _parquet_file(path)
             with _decoding(path):
                 t = pf.read(columns=_present(pf, columns), use_threads=False)
+            _require_rows(path, t.num_rows)
             t = t.append_column(SOURCE_ROW, pa.array(range(next_row, next_row + t.num_rows), pa.int64()))
             next_row += t.num_rows
         else:
             with _decoding(path):  # a truncated or damaged .gz: never a partial read
                 rows, numbers, file_bad = _json_rows(path, next_row)
+            _require_rows(path, len(rows) + len(file_bad))
             next_row += len(rows) + len(file_bad)
             t, type_bad = rows_to_table(rows, numbers, str(path))
             bad += file_bad + type_bad
@@ -332,7 +347,13 @@ def iter_parquet_batches(
 
 
 def parquet_rows(paths: list[Path]) -> int:
-    return sum(_parquet_file(p).metadata.num_rows for p in paths)
+    """Rows of Parquet files; EmptySourceFile for one of 0 rows."""
+    total = 0
+    for path in paths:
+        rows = _parquet_file(path).metadata.num_rows
+        _require_rows(path, rows)
+        total += rows
+    return total
 
 
 def full_rows_json(files: list[str], rows: set[int]) -> dict[int, str]:
@@ -382,6 +403,7 @@ def _read_hub(adapter: SourceAdapter, split: str) -> RawData:
                 "Fix: pass --data-dir with a local mirror when offline."
             ) from e
         table = ds.data.table
+        _require_rows(f"hf://datasets/{adapter.hub_id}@{adapter.revision}/{pattern}", table.num_rows)
         table = table.append_column(SOURCE_ROW, pa.array(range(table.num_rows), pa.int64()))
         ref = f"hf://datasets/{adapter.hub_id}@{adapter.revision}/{pattern}"
         return RawData(table, [ref], f"{adapter.hub_id}@{adapter.revision}", adapter.revision)
