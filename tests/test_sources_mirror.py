@@ -124,3 +124,49 @@ def test_streamed_parquet_cleaning_equals_whole_table_cleaning(tmp_path: Path) -
         assert streamed.quarantine.equals(whole.quarantine)
         assert (streamed.rows_in, streamed.dropped) == (whole.rows_in, whole.dropped)
         assert streamed.quarantine["source_row"].to_pylist() == [3, 4, 8, 9, 13, 14]
+
+
+def _pku(i: int) -> dict:
+    return {"prompt": f"q{i}", "response_0": "safe", "response_1": "unsafe", "safer_response_id": 0}
+
+
+def test_pku_recipe_era_layout_reads_jsonl_xz(tmp_path: Path) -> None:
+    """PKU-SafeRLHF at its pinned recipe-era revision: round0/330k and round0/30k as .jsonl.xz."""
+    import lzma
+
+    root = tmp_path / "PKU-Alignment/PKU-SafeRLHF/round0"
+    for sub, n in (("330k", 3), ("30k", 2)):
+        (root / sub).mkdir(parents=True)
+        with lzma.open(root / sub / "train.jsonl.xz", "wt") as f:
+            f.writelines(json.dumps(_pku(i)) + "\n" for i in range(n))
+    big = clean_source("pku-saferlhf", "train", CleanOptions(), tmp_path)
+    small = clean_source("pku-saferlhf-30k", "train", CleanOptions(), tmp_path)
+    assert (big.rows_in, big.kept, small.rows_in, small.kept) == (3, 3, 2, 2)
+    assert get_adapter("pku-saferlhf").revision == get_adapter("pku-saferlhf-30k").revision == (
+        "240919205c45b905e7abc2f39bb035640438fba3"
+    )
+    # a truncated .xz is a corrupt file named as such, never a partial read
+    data = (root / "30k" / "train.jsonl.xz").read_bytes()
+    (root / "30k" / "train.jsonl.xz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception, match=r"train\.jsonl\.xz: cannot be read, the file is truncated or corrupt"):
+        clean_source("pku-saferlhf-30k", "train", CleanOptions(), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("layout", "name"),
+    [("data", "train-00000-of-00001.parquet"), ("default/train", "0000.parquet")],
+    ids=["push_to_hub", "refs-convert-parquet"],
+)
+def test_both_hub_parquet_layouts_are_read(tmp_path: Path, layout: str, name: str) -> None:
+    folder = tmp_path / "Anthropic/hh-rlhf" / layout
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([GOOD, GOOD]), folder / name)
+    raw = read_raw(get_adapter("hh-rlhf/helpful-base"), "train", tmp_path)
+    assert raw.table.num_rows == 2 and raw.files == [str(folder / name)]
+
+
+def test_the_missing_split_message_names_both_parquet_layouts(tmp_path: Path) -> None:
+    with pytest.raises(SourceNotFound) as err:
+        read_raw(get_adapter("helpsteer"), "test", tmp_path)
+    assert "nvidia/HelpSteer/data/test-*.parquet" in str(err.value)
+    assert "nvidia/HelpSteer/default/test/*.parquet" in str(err.value)

@@ -350,7 +350,7 @@ def _maker(name: str) -> Callable[[_Gen, int], list[dict[str, Any]]]:
 def write_sample_mirror(out_dir: Path, *, rows_per_source: int = 2000, seed: int = 0) -> Path:
     """Write a GENERATED hub mirror for every source (train: ``rows_per_source`` rows, test: a quarter).
 
-    Files land on each adapter's first file pattern (the parquet-converted layout for a
+    Files land on each adapter's first file pattern (the push_to_hub Parquet layout for a
     split the hub does not have), so ``--data-dir out_dir`` reads them.
     Deterministic for a seed. Returns ``out_dir``.
     """

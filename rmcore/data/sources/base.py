@@ -111,7 +111,7 @@ class SourceAdapter(Protocol):
         """Glob patterns, relative to the dataset repo root, for one split's files on the hub.
 
         Alternatives in order of preference (the first that matches is read). A mirror
-        also accepts other extensions and the parquet-converted layout (rmcore.data.sources.mirror)."""
+        also accepts other extensions and the hub's two Parquet layouts (rmcore.data.sources.mirror)."""
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
         """Raw rows (as read from the files) -> pairs + quarantine + drop counts."""

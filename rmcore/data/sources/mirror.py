@@ -3,8 +3,11 @@
 A mirror is laid out as ``<data_dir>/<hub id>/<path in the dataset repo>`` (e.g.
 ``Anthropic/hh-rlhf/helpful-base/test.jsonl.gz``). Each adapter names its files by
 glob patterns relative to the repo root; here every pattern is tried with the
-extensions a mirror may hold (.jsonl, .jsonl.gz, .json, .json.gz, .parquet), the first
-pattern that matches wins. Rows keep their native nested Arrow types, and each gets
+extensions a mirror may hold (.jsonl, .jsonl.gz, .jsonl.xz, .json, .json.gz, .json.xz,
+.parquet), the first pattern that matches wins; then the two Parquet layouts the hub has for
+any dataset: ``data/{split}-*.parquet`` (what ``push_to_hub`` writes) and
+``default/{split}/*.parquet`` (the dataset viewer's conversion on the ``refs/convert/parquet``
+branch, ``<config>/<split>/0000.parquet``). Rows keep their native nested Arrow types, and each gets
 its row number in the raw input (``__source_row__``, files in sorted order). JSON lines
 that do not parse, are not objects, or whose types disagree with the other rows are
 returned as ``bad_rows`` for the cleaner to quarantine, never dropped silently.
@@ -13,6 +16,7 @@ returned as ``bad_rows`` for the cleaner to quarantine, never dropped silently.
 from __future__ import annotations
 
 import gzip
+import lzma
 import json
 import logging
 import math
@@ -32,9 +36,14 @@ from rmcore.data.sources.tables import SOURCE_ROW
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
-PARQUET_LAYOUT = "data/{split}-*.parquet"
-"""The hub's parquet-converted layout, accepted in a mirror for every source and split."""
+EXTENSIONS = (".jsonl", ".jsonl.gz", ".jsonl.xz", ".json", ".json.gz", ".json.xz", ".parquet")
+PUSH_TO_HUB_LAYOUT = "data/{split}-*.parquet"
+"""Where ``datasets``' ``push_to_hub`` writes a split (``data/train-00000-of-00001.parquet``)."""
+PARQUET_CONVERTED_LAYOUT = "default/{split}/*.parquet"
+"""The hub's Parquet conversion of a dataset's default config (branch ``refs/convert/parquet``,
+``<config>/<split>/0000.parquet``)."""
+PARQUET_LAYOUTS = (PUSH_TO_HUB_LAYOUT, PARQUET_CONVERTED_LAYOUT)
+"""Accepted in a mirror for every source and split, after the adapter's own patterns."""
 
 
 class SourceNotFound(FileNotFoundError):
@@ -65,7 +74,7 @@ def _decoding(path: Path) -> Iterator[None]:
         yield
     except (FileNotFoundError, PermissionError):
         raise
-    except (EOFError, OSError, zlib.error, pa.ArrowInvalid) as e:
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, pa.ArrowInvalid) as e:
         raise CorruptSourceFile(
             f"{path}: cannot be read, the file is truncated or corrupt ({type(e).__name__}: {e}). "
             "Nothing was taken from it. Fix: fetch this file into the mirror again."
@@ -102,10 +111,9 @@ def _stem(pattern: str) -> str:
 
 
 def mirror_patterns(adapter: SourceAdapter, split: str) -> list[str]:
-    """The adapter's hub patterns, then the parquet-converted layout."""
+    """The adapter's hub patterns, then the push_to_hub and the parquet-converted layouts."""
     patterns = list(adapter.file_patterns(split))
-    fallback = PARQUET_LAYOUT.format(split=split)
-    return patterns + ([fallback] if fallback not in patterns else [])
+    return patterns + [p for p in (lay.format(split=split) for lay in PARQUET_LAYOUTS) if p not in patterns]
 
 
 def find_mirror_files(adapter: SourceAdapter, split: str, data_dir: Path) -> list[Path]:
@@ -149,7 +157,7 @@ def _json_rows(
     Lines are split on ``\\n`` only (a raw U+2028 or NEL inside a JSON string is text, not a
     line break) and decoded one by one, so a line of invalid UTF-8 is one quarantined row.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
     with opener(path, "rb") as f:
         data = f.read()
     if data.startswith(b"\xef\xbb\xbf"):
