@@ -16,9 +16,9 @@ returned as ``bad_rows`` for the cleaner to quarantine, never dropped silently.
 from __future__ import annotations
 
 import gzip
-import lzma
 import json
 import logging
+import lzma
 import math
 import zlib
 from collections import Counter
