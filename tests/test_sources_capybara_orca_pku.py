@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from rmcore.data.sources import CleanOptions
 from rmcore.data.sources.capybara import Capybara
@@ -89,6 +90,33 @@ def test_orca_rules() -> None:
     assert scores == [(0, 9.0, 6.0), (2, 8.0, 4.0), (6, 8.0, 5.0)]
     first = result.pairs.to_pylist()[0]
     assert first["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q"}]
+
+
+def test_orca_argilla_recommended_filter_is_an_option_counted_by_its_own_rule() -> None:
+    """chosen_score >= 8 and not in_gsm8k_train, applied to rated non-tie pairs only; off by default."""
+    rows = [
+        orca("g", "b", "unchanged", [9.0, 6.0], ["g", "b"], 9.0),  # 0 passes (9 >= 8)
+        orca("g", "b", "unchanged", [8.0, 5.0], ["g", "b"], 8.0),  # 1 passes (8 >= 8)
+        orca("g", "b", "swapped", [4.0, 7.0], ["b", "g"], 7.0),  # 2 filtered: chosen_score 7
+        {**orca("g", "b", "unchanged", [10.0, 2.0], ["g", "b"], 10.0), "in_gsm8k_train": True},  # 3 filtered: gsm8k
+        orca("g", "b", "tie", [5.0, 5.0], ["g", "b"], 5.0),  # 4 status_tie (the tie rule comes first)
+    ]
+    table = pa.Table.from_pylist(rows)
+    plain = Orca().clean(table, CleanOptions(), split="train")
+    filtered = Orca().clean(table, CleanOptions(filter="argilla-recommended"), split="train")
+    assert (plain.kept, filtered.kept) == (4, 2)
+    assert filtered.dropped == {
+        "chosen_equals_rejected": 0, "status_tie": 1, "unrated_pair": 0, "equal_scores": 0,
+        "chosen_rated_lower": 0, "argilla_filter": 2,
+    }  # fmt: skip
+    assert [p["source_row"] for p in filtered.pairs.to_pylist()] == [0, 1]
+    from rmcore.data.sources.base import check_options
+    from rmcore.data.sources.catalog import get_adapter
+
+    with pytest.raises(ValueError, match=r"'strict' is not a filter of source 'orca'; its filters: argilla-recommended"):
+        check_options(get_adapter("orca"), CleanOptions(filter="strict"))
+    with pytest.raises(ValueError, match=r"filter: source 'shp' does not use 'filter'"):
+        check_options(get_adapter("shp"), CleanOptions(filter="argilla-recommended"))
 
 
 def pku(r0: str, r1: str, safer: int | None) -> dict:

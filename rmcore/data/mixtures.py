@@ -41,6 +41,8 @@ class SourceSpec:
     """At most this many pairs per prompt (SHP)."""
     max_pairs: int | None = None
     """Seeded random subset of at most this many pairs (e.g. PKU-SafeRLHF 150K in v4)."""
+    filter: str | None = None
+    """A named row filter the source offers, e.g. Orca's ``argilla-recommended``."""
     files: tuple[str, ...] | None = None
     """Paths (globs allowed) relative to the data dir that hold this split instead of the hub
     layout, e.g. ``extra/hh-rlhf-train-samples/helpful_train_sample.jsonl``; read in sorted
@@ -78,6 +80,8 @@ class SourceSpec:
             parts.append(self.pairing)
         if self.per_prompt:
             parts.append(f"{self.per_prompt}-per-prompt")
+        if self.filter:
+            parts.append(f"filter-{self.filter}")
         if self.max_pairs:
             parts.append(f"max-{self.max_pairs}")
         if self.files is not None:
@@ -85,7 +89,7 @@ class SourceSpec:
         return "/".join(parts)
 
     def clean_options(self, seed: int) -> CleanOptions:
-        return CleanOptions(pairing=self.pairing, per_prompt=self.per_prompt, seed=seed)
+        return CleanOptions(pairing=self.pairing, per_prompt=self.per_prompt, filter=self.filter, seed=seed)
 
 
 @dataclass(frozen=True)

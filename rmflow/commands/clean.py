@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--per-prompt", type=int, default=None, metavar="N", help="keep at most N pairs per prompt"
     )
+    p.add_argument(
+        "--filter", default=None, metavar="NAME",
+        help="a named row filter the source offers (orca: argilla-recommended = chosen_score >= 8, not in_gsm8k_train)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=42, help="seed for random pairing and caps (default 42)")
     p.add_argument(
         "--data-dir",
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.per_prompt is not None and args.per_prompt < 1:
         raise ValueError(f"--per-prompt must be >= 1, got {args.per_prompt}")
     data_dir, label = _data_dir(args.data_dir)
-    options = CleanOptions(pairing=args.pairing, per_prompt=args.per_prompt, seed=args.seed)
+    options = CleanOptions(pairing=args.pairing, per_prompt=args.per_prompt, filter=args.filter, seed=args.seed)
     result = clean_source(args.source, args.split, options, data_dir)
     root = (
         Path(args.out or Path(os.environ.get("RMFLOW_WORK_DIR") or "runs") / "clean").expanduser().resolve()

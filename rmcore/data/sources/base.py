@@ -24,6 +24,8 @@ class CleanOptions:
     """best-vs-random (v1) or all-pairs (v2); for sources with several responses per prompt."""
     per_prompt: int | None = None
     """At most this many pairs per prompt (SHP: 1 in v1, 5 in v2)."""
+    filter: str | None = None
+    """A named row filter the source offers (Orca: ``argilla-recommended``); none: every row."""
     seed: int = 42
 
 
@@ -35,12 +37,18 @@ MULTI_RESPONSE_OPTIONS = frozenset({"per_prompt", "pairing"})
 
 def check_options(adapter: SourceAdapter, options: CleanOptions, where: str = "") -> None:
     """Refuse an option the source does not use (it would be silently ignored), naming both."""
-    given = {k for k in ("pairing", "per_prompt") if getattr(options, k) is not None}
+    given = {k for k in ("pairing", "per_prompt", "filter") if getattr(options, k) is not None}
     for key in sorted(given - adapter.options):
         takes = ", ".join(sorted(adapter.options)) or "none"
         raise ValueError(
             f"{where + '.' if where else ''}{key}: source {adapter.name!r} does not use {key!r} "
             f"(it would be ignored); options it takes: {takes}"
+        )
+    filters = getattr(adapter, "filters", ())
+    if options.filter is not None and options.filter not in filters:
+        raise ValueError(
+            f"{where + '.' if where else ''}filter: {options.filter!r} is not a filter of source {adapter.name!r}; "
+            f"its filters: {', '.join(filters) or 'none'}"
         )
 
 

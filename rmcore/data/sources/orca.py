@@ -9,11 +9,14 @@ order: missing or non-string text fields -> quarantined; identical answers ->
 no ``rating`` at all -> ``unrated_pair`` (about 42 of the 12,859 rows: the labeller gave
 no rating, and their status marks them as ties: a tie, not an error); a rating that
 cannot be read (wrong type, NaN, not matching either answer) -> quarantined; equal
-ratings -> ``equal_scores``; chosen rated below rejected -> ``chosen_rated_lower``.
+ratings -> ``equal_scores``; chosen rated below rejected -> ``chosen_rated_lower``. With the
+option ``filter: argilla-recommended``, a rated non-tie pair whose ``chosen_score`` is below 8 or
+that is ``in_gsm8k_train`` is dropped as ``argilla_filter`` first (argilla's recommendation).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,11 @@ from rmcore.data.sources.base import SINGLE_PAIR_OPTIONS, CleanOptions, CleanRes
 from rmcore.data.sources.tables import Drop, Quarantine, clean_rows, require_str, single_turn
 
 RULES = ("chosen_equals_rejected", "status_tie", "unrated_pair", "equal_scores", "chosen_rated_lower")
+ARGILLA_FILTER = "argilla-recommended"
+"""The filter argilla's dataset card recommends: ``chosen_score >= 8`` and not ``in_gsm8k_train``.
+The recipe's 6,405 Orca pairs are fewer than the ~11.6K non-tie rows, so RLHFlow filtered by a rule
+its post does not name; this one is offered, not assumed (off by default)."""
+FILTERED = "argilla_filter"
 
 
 def _side_scores(row: dict[str, Any], chosen: str, rejected: str) -> tuple[float, float]:
@@ -45,7 +53,14 @@ def _side_scores(row: dict[str, Any], chosen: str, rejected: str) -> tuple[float
     raise Quarantine("unmatched_ratings", "neither generations nor chosen_score tell which rating is whose")
 
 
-def pair_from_orca(row: dict[str, Any]) -> dict[str, Any]:
+def _passes_argilla_filter(row: dict[str, Any]) -> bool:
+    score = row.get("chosen_score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
+        return False
+    return score >= 8 and row.get("in_gsm8k_train") is not True
+
+
+def pair_from_orca(row: dict[str, Any], *, argilla_filter: bool = False) -> dict[str, Any]:
     prompt = require_str(row, "input")
     system = row.get("system")
     if system is not None and not isinstance(system, str):
@@ -58,6 +73,8 @@ def pair_from_orca(row: dict[str, Any]) -> dict[str, Any]:
     if row.get("rating") is None:
         raise Drop("unrated_pair")
     score_c, score_r = _side_scores(row, chosen_text, rejected_text)
+    if argilla_filter and not _passes_argilla_filter(row):
+        raise Drop(FILTERED)
     if score_c == score_r:
         raise Drop("equal_scores")
     if score_c < score_r:
@@ -81,7 +98,8 @@ class Orca:
     """"Update README.md", 2024-01-22 (the hub's commit list); the data file
     ``data/train-00000-of-00001.parquet`` is unchanged since 4053239 (2024-01-09)."""
     splits: tuple[str, ...] = ("train",)
-    options: frozenset[str] = SINGLE_PAIR_OPTIONS
+    options: frozenset[str] = SINGLE_PAIR_OPTIONS | {"filter"}
+    filters: tuple[str, ...] = (ARGILLA_FILTER,)
     streams: bool = False
     columns: tuple[str, ...] | None = None
 
@@ -89,4 +107,7 @@ class Orca:
         return [f"data/{split}-*.parquet"]
 
     def clean(self, raw: pa.Table, options: CleanOptions, *, split: str) -> CleanResult:
+        if options.filter == ARGILLA_FILTER:
+            convert = functools.partial(pair_from_orca, argilla_filter=True)
+            return clean_rows(self.name, split, raw, convert, rules=(*RULES, FILTERED), options=options)
         return clean_rows(self.name, split, raw, pair_from_orca, rules=RULES, options=options)
