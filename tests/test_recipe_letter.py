@@ -22,3 +22,18 @@ def test_hh_rlhf_in_the_mixtures_is_the_helpful_data_only(version):
     assert 43_038 + 51_077 + 21_432 == 115_547
     held_out = {s.source for s in recipe.data.heldout}
     assert "hh-rlhf/harmless-base" in held_out
+
+
+def test_mix_v1_says_which_sources_the_mirror_lacks_and_why(shared_data):
+    from rmflow.commands.mix import _why_missing
+
+    recipe = load_recipe(str(RECIPES / "v1.yaml"))
+    missing = ["hh-rlhf/helpful-base/train", "orca/train", "shp/train/1-per-prompt"]
+    why = _why_missing(recipe, missing, str(shared_data))
+    assert why["hh-rlhf/helpful-base/train"] == (
+        "no helpful-base/train.jsonl.gz, data/train-*.parquet, default/train/*.parquet under "
+        f"{shared_data.resolve() / 'Anthropic/hh-rlhf'}"
+    )
+    assert why["orca/train"].startswith("no data/train-*.parquet, default/train/*.parquet under ")
+    assert "stanfordnlp/SHP" in why["shp/train/1-per-prompt"]
+    assert _why_missing(recipe, ["orca/train"], "hub") == {"orca/train": "not loadable from the hub here (offline?)"}

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> dict:
     load_checked_recipe(args.recipe, args.data_dir)  # refused before any work (or server) starts
     from flows.download import download_flow
 
-    return download_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)
+    return download_flow(recipe=args.recipe, data_dir=args.data_dir or "", work_dir=args.out or "")
 
 
 def render(result: dict) -> None:

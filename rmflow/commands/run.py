@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
 
     try:
         with contextlib.nullcontext() if state or PREFECT_API_URL.value() else temporary_api():
-            summary = pipeline_flow(recipe=args.recipe, data_dir=args.data_dir, work_dir=args.out)
+            summary = pipeline_flow(recipe=args.recipe, data_dir=args.data_dir or "", work_dir=args.out or "")
     except Exception as e:
         lost = prefect_api_lost(e)
         if lost is None:

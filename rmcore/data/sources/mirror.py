@@ -116,6 +116,12 @@ def mirror_patterns(adapter: SourceAdapter, split: str) -> list[str]:
     return patterns + [p for p in (lay.format(split=split) for lay in PARQUET_LAYOUTS) if p not in patterns]
 
 
+def why_missing(adapter: SourceAdapter, split: str, data_dir: Path) -> str:
+    """Why a split is not in a mirror, in one line: the folder and the files looked for."""
+    patterns = ", ".join(mirror_patterns(adapter, split))
+    return f"no {patterns} under {Path(data_dir) / adapter.hub_id}"
+
+
 def find_mirror_files(adapter: SourceAdapter, split: str, data_dir: Path) -> list[Path]:
     """The files of one split in a mirror; SourceNotFound names every glob tried."""
     root = Path(data_dir) / adapter.hub_id
