@@ -9,7 +9,7 @@ from flows.data_stages import run_cleaning, run_downloads
 from flows.naming import run_name
 
 
-@flow(name="rmflow-clean", flow_run_name=run_name, log_prints=True)
+@flow(name="rmflow-clean", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
 def clean_flow(
     recipe: str = "demo", data_dir: str = "", work_dir: str = ""
 ) -> dict:

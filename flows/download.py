@@ -9,7 +9,7 @@ from flows.data_stages import run_downloads
 from flows.naming import run_name
 
 
-@flow(name="rmflow-download", flow_run_name=run_name, log_prints=True)
+@flow(name="rmflow-download", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
 def download_flow(
     recipe: str = "demo", data_dir: str = "", work_dir: str = ""
 ) -> dict:

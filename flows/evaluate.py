@@ -7,11 +7,12 @@ from prefect import flow
 from flows.context import resolve
 from flows.data_stages import run_data_stages
 from flows.model_stages import run_evaluate, run_train
+from flows.naming import run_name
 from rmcore.recipe import require_train
 from tracking.registry import model_dir_digest
 
 
-@flow(name="rmflow-evaluate", log_prints=True)
+@flow(name="rmflow-evaluate", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
 def evaluate_flow(
     recipe: str = "deployments/recipes/demo.yaml",
     data_dir: str | None = None,
@@ -24,7 +25,7 @@ def evaluate_flow(
         require_train(ctx.recipe)  # it trains (or reuses) the recipe's model: refuse before any data stage
     data = run_data_stages(ctx)
     if model_dir:
-        trained = {"model_dir": model_dir, "digest": model_dir_digest(model_dir)}
+        trained = {"model_dir": model_dir, "model_digest": model_dir_digest(model_dir)}
     else:
         trained = run_train(ctx, data["mixture"], run_id=None)
     return run_evaluate(ctx, trained, data["heldout"], run_id=None)

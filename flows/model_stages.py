@@ -43,7 +43,9 @@ def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: 
     """The pipeline run's MLflow run with params and dataset lineage."""
     run_id = tracking.start_pipeline_run(
         flow_run_id,
-        run_name=f"{ctx.recipe.name}/{flow_run_name}",
+        run_name=flow_run_name  # named by flows.naming: recipe · data · time, as in Prefect
+        if flow_run_name.startswith(f"{ctx.recipe.name} · ")
+        else f"{ctx.recipe.name}/{flow_run_name}",
         tags={
             "rmflow.recipe": ctx.recipe.name,
             "rmflow.data": ctx.data_label,
@@ -111,7 +113,7 @@ def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_i
     evaluated = evaluate_task(
         ctx.recipe.eval,
         trained["model_dir"],
-        trained["digest"],
+        trained["model_digest"],  # the folder's content, not the train key: a retrained model is rescored
         rb_path,
         rb_digest,
         {k: v["output"] for k, v in heldout.items()},
@@ -164,6 +166,7 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
         tags["rmflow.mixture_digest"] = mixture["digest"]
     registered = register_task(
         trained["model_dir"],
+        model_digest=trained["model_digest"],
         name=ctx.recipe.register.model_name,
         run_id=run_id,
         tags=tags,

@@ -14,7 +14,7 @@ from flows.naming import run_name
 from rmcore.recipe import require_train
 
 
-@flow(name="rmflow-pipeline", flow_run_name=run_name, log_prints=True)
+@flow(name="rmflow-pipeline", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
 def pipeline_flow(
     recipe: str = "demo",
     data_dir: str = "",

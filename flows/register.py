@@ -8,7 +8,7 @@ from flows.naming import run_name
 from flows.pipeline import pipeline_flow
 
 
-@flow(name="rmflow-register", flow_run_name=run_name, log_prints=True)
+@flow(name="rmflow-register", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
 def register_flow(
     recipe: str = "demo", data_dir: str = "", work_dir: str = ""
 ) -> dict:

@@ -15,7 +15,7 @@ from rmcore import io
 from rmcore.recipe import require_train
 
 
-@flow(name="rmflow-train", flow_run_name=run_name, log_prints=True)
+@flow(name="rmflow-train", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
 def train_flow(
     recipe: str = "demo",
     data_dir: str = "",

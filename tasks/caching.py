@@ -2,12 +2,19 @@
 
 A stage (``Stage``, declared once per stage) has a key: the digest of (stage name, its input
 digests, its typed config, the fingerprint of the library code it runs, the work directory). The same key names the stage's output folder,
-so a cache hit always points at outputs that exist: if the folder is gone the key
-function answers a fresh key and the stage recomputes into the same folder.
+so a cache hit always points at outputs that exist: if the folder is gone, or no longer holds
+what it published (``tasks.integrity``: every file's size and sha256, recorded before the
+``_SUCCESS`` marker), the key function answers a fresh key and the stage recomputes into the
+same folder.
+
+Prefect's result records are read only after ``refused_result`` found them to be the plain
+JSON rmflow writes: Prefect takes the serializer from each stored record, so a record rewritten
+to say ``pickle`` would otherwise run code on the next cached rerun.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -23,6 +30,7 @@ from prefect.context import TaskRunContext
 
 from rmcore.config import to_dict
 from rmcore.fingerprint import code_fingerprint, rmcore_fingerprint
+from tasks import integrity
 
 DEFAULT_WORK_DIR = Path("runs")
 
@@ -50,15 +58,15 @@ class Stage:
     ``key_params``: the task parameters that are key material; ``folder``: where its outputs
     live under the work dir (the key is the last component); ``code``: the rmcore modules the
     stage runs (``rmcore.fingerprint.code_fingerprint``: they and what they import), so an edit
-    elsewhere in the library does not invalidate it; ``intact``: an optional content check of a
-    complete folder (a failed check rebuilds it).
+    elsewhere in the library does not invalidate it; ``intact``: the content check of a complete
+    folder (a failed check rebuilds it), by default ``integrity.intact`` (every file as published).
     """
 
     name: str
     key_params: tuple[str, ...]
     folder: Callable[[Mapping[str, Any]], str | Path]
     code: tuple[str, ...]
-    intact: Callable[[Path], bool] | None = None
+    intact: Callable[[Path], bool] | None = integrity.intact
 
     def key(self, inputs: Mapping[str, Any]) -> str:
         """The key of a run with these task inputs (the task's parameters by name)."""
@@ -90,6 +98,12 @@ class StageCache(CachePolicy):
         self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
     ) -> str | None:
         key = self.stage.key(inputs)
+        refused = refused_result(task_ctx.result_store, key)
+        if refused:
+            # Never handed to Prefect (it would deserialize it as the record says): a fresh key
+            # makes the task run; its body serves or rebuilds the stage folder.
+            integrity.run_logger().warning("Prefect result record %s refused (%s): not read", key, refused)
+            return f"{key}-refused-{uuid.uuid4().hex}"
         output_gone = not is_usable(self.stage.output_dir(inputs), self.stage.intact)
         if output_gone and task_ctx.result_store is not None and task_ctx.result_store.exists(key):
             # A result is on record but its outputs were deleted or altered: a fresh key forces a rebuild.
@@ -97,7 +111,61 @@ class StageCache(CachePolicy):
         return key
 
 
-SUCCESS = "_SUCCESS"
+@functools.cache
+def _written_serializer() -> dict:
+    """The serializer field of every result record rmflow writes (``result_serializer="json"``)."""
+    from prefect.serializers import JSONSerializer
+
+    return JSONSerializer().model_dump(mode="json")
+
+
+def _has_typed_objects(value: Any) -> bool:
+    """Whether decoded JSON holds Prefect's typed-object markers (they import and build classes)."""
+    if isinstance(value, dict):
+        typed = {"__class__", "__exc_type__"} & value.keys()
+        return bool(typed) or any(map(_has_typed_objects, value.values()))
+    if isinstance(value, list):
+        return any(map(_has_typed_objects, value))
+    return False
+
+
+def refused_result(store: Any, key: str) -> str | None:
+    """Why the Prefect result record under ``key`` must not be read (None: there is none, or it is
+    the plain JSON rmflow writes: its serializer exactly, a result of plain JSON values).
+
+    Read as bytes and parsed here with ``json`` only, before Prefect sees it: Prefect's own
+    ``exists``/``read`` deserialize with whatever serializer the record names (pickle included).
+    """
+    if store is None:
+        return None
+    if store.metadata_storage is not None:
+        return "its metadata is stored apart, which rmflow never configures"
+    from prefect._internal.compatibility.blocks import call_explicitly_sync_block_method
+    from prefect.results import get_default_result_storage
+
+    storage = store.result_storage or get_default_result_storage(_sync=True)
+    try:
+        content = call_explicitly_sync_block_method(storage, "read_path", (key,), {})
+    except (OSError, ValueError):  # LocalFileSystem: ValueError when the path does not exist
+        return None
+    if content is None:
+        return None
+    try:
+        record = json.loads(content)
+        meta = record.get("metadata", record)  # Prefect's old format kept the serializer at the top
+        serializer = meta.get("serializer")
+        result = record.get("result", record.get("data"))
+        payload = json.loads(result) if isinstance(result, str) else None
+    except (ValueError, AttributeError) as e:
+        return f"not a JSON result record ({type(e).__name__})"
+    if serializer != _written_serializer():
+        return f"serializer {serializer!r}, rmflow writes only {_written_serializer()['type']!r}"
+    if not isinstance(result, str) or _has_typed_objects(payload):
+        return "its result is not plain JSON values"
+    return None
+
+
+SUCCESS = integrity.SUCCESS
 
 
 def is_complete(out_dir: Path) -> bool:
@@ -111,30 +179,40 @@ def is_usable(out_dir: Path, intact: Callable[[Path], bool] | None = None) -> bo
 
 
 def mark_complete(out_dir: Path) -> None:
+    """Record what the folder holds (``_CONTENTS.json``), then its ``_SUCCESS`` marker."""
+    integrity.write_contents(out_dir)
     (out_dir / SUCCESS).touch()
 
 
+def set_aside(out_dir: Path) -> None:
+    """Remove a damaged stage folder: moved aside by one rename (readers see the old folder or
+    none, never a mix), then deleted (a temp name, swept if we die mid-delete)."""
+    import shutil
+
+    from rmcore import io
+
+    stale = io.owned_temp_name(out_dir, f"stale-{uuid.uuid4().hex}")
+    try:
+        os.rename(out_dir, stale)
+    except FileNotFoundError:
+        return  # a concurrent run moved it first
+    shutil.rmtree(stale, ignore_errors=True)
+
+
 def build_once(
-    out_dir: Path, build: Callable[[Path], Any], intact: Callable[[Path], bool] | None = None
+    out_dir: Path, build: Callable[[Path], Any], intact: Callable[[Path], bool] | None = integrity.intact
 ) -> None:
     """Unless ``out_dir`` is complete (and ``intact``), run ``build(tmp)`` in a temp folder, mark it
     complete and publish it as ``out_dir`` by one rename (a concurrent identical build keeps the first).
 
     A complete folder that fails ``intact`` is moved aside and deleted first, so it is rebuilt.
     """
-    import shutil
-
     from rmcore import io
 
     if is_complete(out_dir):
         if intact is None or intact(out_dir):
             return
-        stale = io.owned_temp_name(out_dir, f"stale-{uuid.uuid4().hex}")  # swept if we die mid-delete
-        try:
-            os.rename(out_dir, stale)  # one rename: readers see the old folder or none, never a mix
-        except FileNotFoundError:
-            pass  # a concurrent run moved it first
-        shutil.rmtree(stale, ignore_errors=True)
+        set_aside(out_dir)
     with io.atomic_dir(out_dir) as tmp:
         build(tmp)
         mark_complete(tmp)

@@ -10,6 +10,7 @@ from prefect.logging import get_run_logger
 from rmcore import io
 from rmcore.data import stages
 from rmcore.data.mixtures import CleanedInput, MixtureConfig, SourceSpec, materialise_mixture
+from tasks import integrity
 from tasks.caching import Stage, build_once
 
 
@@ -17,12 +18,17 @@ def _slug(source: str) -> str:
     return source.replace("/", "__")
 
 
+def _download_intact(raw_dir: Path) -> bool:
+    """Every file as published, and raw.parquet still matching its download manifest."""
+    return integrity.intact(raw_dir) and stages.download_intact(raw_dir)
+
+
 DOWNLOAD = Stage(
     "download",
     key_params=("source", "split", "files", "input_digest", "work"),
     folder=lambda p: Path("raw") / _slug(p["source"]) / p["split"],
     code=("rmcore.data.stages",),
-    intact=stages.download_intact,
+    intact=_download_intact,
 )
 CLEAN = Stage(
     "clean",
@@ -36,6 +42,10 @@ MIXTURE = Stage(
     folder=lambda p: Path("mixtures") / p["config"].name,
     code=("rmcore.data.mixtures",),
 )
+
+
+_REBUILD = "RECIPE --data-dir DATA --out WORK"
+"""The arguments of the rebuild command named in an input error (the run's own recipe and folders)."""
 
 
 def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -98,12 +108,13 @@ def download_task(
 def clean_task(spec: SourceSpec, raw_dir: str, raw_digest: str, seed: int, work: str) -> dict:
     """Clean + pair one source split with the recipe's rules; every row accounted for."""
     out = CLEAN.output_dir(locals())
-    build_once(
-        out,
-        lambda tmp: stages.clean_downloaded(
-            spec.source, spec.split, Path(raw_dir), spec.clean_options(seed), tmp, publish_dir=out
-        ),
-    )
+
+    def build(tmp: Path) -> None:
+        integrity.check_file(Path(raw_dir) / "raw.parquet", raw_digest, command=f"rmflow download {_REBUILD}")
+        options = spec.clean_options(seed)
+        stages.clean_downloaded(spec.source, spec.split, Path(raw_dir), options, tmp, publish_dir=out)
+
+    build_once(out, build, intact=CLEAN.intact)
     summary = {**io.read_json(out / "summary.json"), "key": spec.key}
     get_run_logger().info(
         "%s: %d in, %d kept, dropped %s, %d quarantined",
@@ -123,7 +134,13 @@ def mixture_task(
     """Materialise the recipe's mixture from cleaned sources; digest + lineage manifest + stats."""
     out = MIXTURE.output_dir(locals())
     inputs = [CleanedInput(c["key"], Path(c["output"]), c["digest"], c["stats"]) for c in cleaned]
-    build_once(out, lambda tmp: materialise_mixture(config, inputs, tmp, missing=missing))
+
+    def build(tmp: Path) -> None:
+        for item in inputs:
+            integrity.check_table(item.pairs_path, item.digest, command=f"rmflow mix {_REBUILD}")
+        materialise_mixture(config, inputs, tmp, missing=missing)
+
+    build_once(out, build, intact=MIXTURE.intact)
     manifest = io.read_json(out / "manifest.json")
     return {
         "name": config.name,

@@ -11,6 +11,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 import tracking
+from tasks.integrity import InputChanged
 from tracking import registry
 
 
@@ -22,7 +23,20 @@ def existing_version(name: str, model_digest: str) -> int | None:
     return min((int(v.version) for v in versions), default=None)
 
 
-@task(name="register", task_run_name="register {name}", retries=2, retry_delay_seconds=5)
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: a model folder that is not the evaluated one stays so."""
+    return not isinstance(state.data, InputChanged)
+
+
+@task(
+    name="register",
+    task_run_name="register {name}",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_transient,
+    persist_result=False,
+    result_serializer="json",  # a failed run's exception is still written: as JSON, never pickled
+)
 def register_task(
     model_dir: str,
     *,
@@ -31,10 +45,20 @@ def register_task(
     tags: dict[str, str],
     rewardbench_overall: float | None,
     promote: bool,
+    model_digest: str | None = None,
 ) -> dict:
-    """Register a model version (alias ``candidate``); promote to ``champion`` through the gate."""
+    """Register a model version (alias ``candidate``); promote to ``champion`` through the gate.
+
+    ``model_digest``: the content digest the model was trained and evaluated with; a folder
+    that no longer has it is refused (its scores are not its own), never registered."""
     logger = get_run_logger()
     digest = registry.model_dir_digest(model_dir)
+    if model_digest is not None and digest != model_digest:
+        raise InputChanged(
+            f"{model_dir}: its content digest {digest[:16]}... is not {model_digest[:16]}..., the model that "
+            "was evaluated: the folder changed after evaluation, so it was not registered. Fix: rerun the "
+            "pipeline (`rmflow run RECIPE`): the train stage checks its folder and rebuilds it"
+        )
     version = existing_version(name, digest)
     score = float("nan") if rewardbench_overall is None else float(rewardbench_overall)
     if version is None:

@@ -18,7 +18,8 @@ from rmcore import io, model_import
 from rmcore.config import config_hash
 from rmcore.precision import default_cache_dir
 from rmcore.train.config import TrainConfig
-from tasks.caching import Stage, is_complete, mark_complete
+from tasks import integrity
+from tasks.caching import Stage, is_complete, is_usable, mark_complete, set_aside
 
 
 def resolve_model_ref(model: str, cache_root: str | os.PathLike[str] | None = None) -> str:
@@ -29,7 +30,11 @@ def resolve_model_ref(model: str, cache_root: str | os.PathLike[str] | None = No
 
 
 TRAIN = Stage(
-    "train", key_params=("train", "mixture_digest", "work"), folder=lambda p: "models", code=("rmcore.train.run",)
+    "train",
+    key_params=("train", "mixture_digest", "work"),
+    folder=lambda p: "models",
+    code=("rmcore.train.run",),
+    intact=integrity.intact_except_deep(("checkpoints/",)),  # resume state: checked when resumed from
 )
 
 
@@ -51,7 +56,10 @@ def train_task(
     key, final = TRAIN.key(inputs), TRAIN.output_dir(inputs)
     config = replace(train, model=resolve_model_ref(train.model))
     with io.exclusive(final.parent / f"{key}.lock"):
-        if not is_complete(final):
+        if not is_usable(final, TRAIN.intact):
+            if is_complete(final):
+                set_aside(final)  # damaged since it was published: retrained, never served
+            integrity.check_table(mixture_path, mixture_digest, command="rmflow mix RECIPE", contract="mixture")
             partial = final.parent / f"{key}.partial"
             result = _train(config, Path(mixture_path), partial, mlflow_run_id, logger)
             summary = {
@@ -61,6 +69,7 @@ def train_task(
                 "steps": result["steps"],
                 "model_subdir": os.path.relpath(result["model_dir"], partial),
                 "precision": result.get("precision", {}),
+                "model_digest": _model_digest(result["model_dir"]),
             }
             io.write_json(summary, partial / "train_summary.json")
             mark_complete(partial)
@@ -71,11 +80,19 @@ def train_task(
     return {
         "model_dir": str(model_dir),
         "digest": key,
+        "model_digest": summary["model_digest"],  # still true: the folder was just checked
         "metrics": summary["metrics"],
         "steps": summary["steps"],
         "config_hash": summary["config_hash"],
         "precision": summary.get("precision", {}),
     }
+
+
+def _model_digest(model_dir: str | os.PathLike[str]) -> str:
+    """The content digest of a model folder: the evaluation key and the registry's version tag."""
+    from tracking.registry import model_dir_digest
+
+    return model_dir_digest(model_dir)
 
 
 def _train(config: TrainConfig, mixture: Path, out: Path, mlflow_run_id: str | None, logger) -> dict:

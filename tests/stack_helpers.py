@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -155,8 +156,6 @@ LOOPBACK_V4 = "0100007F"  # 127.0.0.1 in /proc/net/tcp's little-endian hex
 def get_json(url: str, body: Any = None, timeout: float = 10, busy_retries: int = 10) -> Any:
     """GET (or POST ``body``) JSON; a 503 (the SQLite-backed server busy on a loaded machine) is
     retried a few times before it fails the test."""
-    import urllib.error
-
     data = None if body is None else json.dumps(body).encode()
     for attempt in range(busy_retries + 1):
         request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})

@@ -313,7 +313,7 @@ def test_disk_full_during_a_stage_publishes_no_folder_and_keeps_the_previous_one
     before = tree(stages)
     assert set(before) == {
         f"key-of-the-previous-run/{f}"
-        for f in ("_SUCCESS", "bad_rows.parquet", "manifest.json", "manifest.parquet", "raw.parquet")
+        for f in ("_CONTENTS.json", "_SUCCESS", "bad_rows.parquet", "manifest.json", "manifest.parquet", "raw.parquet")
     }
     raw_size = (previous / "raw.parquet").stat().st_size
 

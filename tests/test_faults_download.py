@@ -27,6 +27,7 @@ from prefect import flow
 from rmcore import io
 from rmcore.data.sample_data import write_sample_mirror
 from rmcore.data.sources.base import CleanOptions
+from rmcore.data.sources.catalog import get_adapter
 from rmcore.data.sources.mirror import CorruptSourceFile, SourceNotFound
 from rmcore.data.sources.tables import SOURCE_ROW
 from rmcore.data.stages import ChecksumMismatch, clean_downloaded, download_source, source_fingerprint
@@ -177,7 +178,8 @@ def test_a_source_that_never_answers_fails_naming_it_and_publishes_nothing(flaky
         fetch("helpsteer", None, str(work))
     assert hub.calls == ["train.jsonl.gz"] * 4  # the first attempt + 3 retries
     message = str(failure.value)
-    assert message.startswith("helpsteer: could not load nvidia/HelpSteer@main train.jsonl.gz")
+    revision = get_adapter("helpsteer").revision  # pinned
+    assert message.startswith(f"helpsteer: could not load nvidia/HelpSteer@{revision} train.jsonl.gz")
     assert "connection to huggingface.co reset" in message
     assert published(work) == []
 

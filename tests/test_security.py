@@ -198,6 +198,7 @@ def test_with_both_formats_safetensors_load_and_the_pickle_is_never_opened(tmp_p
 def test_resume_refuses_a_tampered_training_state(tmp_path: Path) -> None:
     from train_helpers import toy_pairs, train_config, write_mixture
 
+    from rmcore.io import file_sha256
     from rmcore.train import train_reward_model
     from rmcore.train.checkpoint import latest_checkpoint
 
@@ -222,6 +223,13 @@ def test_resume_refuses_a_tampered_training_state(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER-ckpt"
     good = torch.load(ckpt / "training_state.pt", weights_only=True)
     torch.save({**good, "optimizer": HostilePickle(marker)}, ckpt / "training_state.pt")
+    # A stranger's whole checkpoint: its file list (else resume skips it as damaged) lists the new file.
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["files"]["training_state.pt"] = {
+        "size": (ckpt / "training_state.pt").stat().st_size,
+        "sha256": file_sha256(ckpt / "training_state.pt"),
+    }
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
     with pytest.raises(Exception) as err:  # the marker is checked first, then the type
         train_reward_model(config, mixture_path=mixture, output_dir=out)
     assert not marker.exists(), "resuming ran the pickle's code"

@@ -7,6 +7,11 @@ A checkpoint folder ``<checkpoints>/step-<N>/`` holds the model weights
 is a pure function of the seed, so step N names the next batch exactly. A checkpoint is
 written to a temporary folder and renamed, so a crash never leaves a half checkpoint.
 DeepSpeed runs use the engine's own checkpoint format in the same folder layout.
+
+``trainer_state.json`` (written last) also lists every other file of the checkpoint with its
+size and sha256. Resume trusts nothing on disk: a checkpoint whose files no longer match (a
+truncated or lost file, a damaged disk) is skipped with a warning and the previous complete one
+is used (``latest_checkpoint``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from rmcore.io import file_sha256
+
 log = logging.getLogger(__name__)
 
 STATE_JSON = "trainer_state.json"
@@ -31,13 +38,62 @@ def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"step-{step:07d}"
 
 
+def _file_list(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every file of a checkpoint folder but the trainer state: relative path -> size, sha256."""
+    return {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != STATE_JSON
+    }
+
+
+def _structure_problems(path: Path) -> list[str]:
+    """For a checkpoint written before files were listed: its weights and state must load."""
+    try:
+        if (path / "model.safetensors").exists():
+            load_file(str(path / "model.safetensors"))
+        if (path / "training_state.pt").exists():
+            torch.load(path / "training_state.pt", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - safetensors, torch and the OS raise their own kinds
+        return [f"does not load ({type(e).__name__}: {str(e)[:160]})"]
+    return []
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """How the checkpoint at ``path`` differs from what was written (empty: usable)."""
+    try:
+        saved = json.loads((path / STATE_JSON).read_text())
+    except (OSError, ValueError) as e:
+        return [f"{STATE_JSON} unreadable ({type(e).__name__})"]
+    files = saved.get("files")
+    if files is None:
+        return _structure_problems(path)
+    problems = []
+    for rel, entry in files.items():
+        file = path / rel
+        if not file.is_file():
+            problems.append(f"{rel} missing")
+        elif file.stat().st_size != entry["size"]:
+            problems.append(f"{rel} is {file.stat().st_size} bytes, written {entry['size']}")
+        elif file_sha256(file) != entry["sha256"]:
+            problems.append(f"{rel} differs from what was written (sha256)")
+    return problems
+
+
 def latest_checkpoint(root: Path, *, config_hash: str | None = None) -> Path | None:
-    """The newest complete checkpoint under ``root`` (matching ``config_hash`` if given)."""
+    """The newest complete, undamaged checkpoint under ``root`` (matching ``config_hash`` if given);
+    a damaged newer one is skipped, saying so (training resumes from the previous one)."""
     if not root.exists():
         return None
+    damaged: list[Path] = []
     for path in sorted(root.glob("step-*"), reverse=True):
         state = path / STATE_JSON
         if not state.exists():
+            continue
+        problems = checkpoint_problems(path)
+        if problems:
+            log.warning("checkpoint %s is damaged, not resuming from it: %s", path, "; ".join(problems[:3]))
+            damaged.append(path)
             continue
         saved = json.loads(state.read_text())
         if config_hash is not None and saved.get("config_hash") != config_hash:
@@ -45,8 +101,18 @@ def latest_checkpoint(root: Path, *, config_hash: str | None = None) -> Path | N
                 "ignoring checkpoint %s: made with another config (%s)", path, saved.get("config_hash")
             )
             continue
+        if damaged:
+            log.warning("resuming from the previous complete checkpoint %s instead", path)
         return path
+    if damaged:
+        log.warning("no undamaged checkpoint left under %s: training starts over", root)
     return None
+
+
+def _write_state(tmp: Path, state: dict[str, Any]) -> None:
+    """The trainer state, written last: with the list of the checkpoint's other files."""
+    blob = {**state, "files": _file_list(tmp)}
+    (tmp / STATE_JSON).write_text(json.dumps(blob, indent=2, sort_keys=True) + "\n")
 
 
 def _publish(tmp: Path, final: Path, root: Path, keep: int) -> None:
@@ -83,7 +149,7 @@ def save_checkpoint(
         },
         tmp / "training_state.pt",
     )
-    (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
+    _write_state(tmp, {**state, "step": step})
     _publish(tmp, final, root, keep)
     log.info("checkpoint written: %s", final)
     return final
@@ -130,7 +196,7 @@ def save_deepspeed_checkpoint(
     engine.save_checkpoint(str(tmp), tag="ds", client_state={"rng_cpu": torch.get_rng_state()})
     dist.barrier()  # every rank's shards are on disk
     if dist.is_main():
-        (tmp / STATE_JSON).write_text(json.dumps({**state, "step": step}, indent=2, sort_keys=True) + "\n")
+        _write_state(tmp, {**state, "step": step})
         _publish(tmp, final, root, keep)
     dist.barrier()  # nobody goes on (or resumes) before the checkpoint is published
     return final
