@@ -23,6 +23,19 @@ def existing_version(name: str, model_digest: str) -> int | None:
     return min((int(v.version) for v in versions), default=None)
 
 
+def withdraw_version(name: str, version: int) -> None:
+    """Delete a model version and the logged model it was registered from (its run keeps no
+    orphaned model: a withdrawn duplicate leaves nothing behind)."""
+    c = tracking.client()
+    mv = c.get_model_version(name, str(version))
+    model_id = getattr(mv, "model_id", None)
+    if not model_id and str(mv.source or "").startswith("models:/m-"):  # registered from a logged model
+        model_id = str(mv.source).removeprefix("models:/").split("/", 1)[0]
+    c.delete_model_version(name, str(version))
+    if model_id:
+        c.delete_logged_model(model_id)
+
+
 def _retry_transient(task, task_run, state) -> bool:
     """Prefect ``retry_condition_fn``: a model folder that is not the evaluated one stays so."""
     return not isinstance(state.data, InputChanged)
@@ -70,7 +83,7 @@ def register_task(
         if created and first is not None and first < version:
             # Another run registered the same folder at the same moment (the check above and
             # the registration are not one atomic step): keep the earliest version, drop ours.
-            tracking.client().delete_model_version(name, str(version))
+            withdraw_version(name, version)
             tracking.client().set_registered_model_alias(name, registry.CANDIDATE, str(first))
             logger.info("%s v%d holds the same model folder: v%d withdrawn", name, first, version)
             version, created = first, False

@@ -205,3 +205,23 @@ def _write_small_parquet(path: Path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"pair_id": ["a", "b"], "chosen_score": [1.0, 2.0]}), path)
+
+
+def test_a_withdrawn_duplicate_leaves_no_logged_model_in_its_run(mlflow_uri, model_dirs):
+    """Two runs registering one folder at once: the later version is withdrawn (tasks.register),
+    and the model its run logged goes with it."""
+    from tasks.register import withdraw_version
+
+    c = tracking.client()
+    v1, run1 = _register(mlflow_uri, model_dirs[0], "race-1", 60.0)
+    v2, run2 = _register(mlflow_uri, model_dirs[0], "race-2", 60.0)
+    assert (v1, v2) == (1, 2)
+
+    def logged(run_id: str) -> list:
+        experiment = c.get_run(run_id).info.experiment_id
+        return [m for m in c.search_logged_models(experiment_ids=[experiment]) if m.source_run_id == run_id]
+
+    assert len(logged(run2)) == 1
+    withdraw_version(NAME, v2)
+    assert [int(v.version) for v in c.search_model_versions(f"name = '{NAME}'")] == [1]
+    assert logged(run2) == [] and len(logged(run1)) == 1
