@@ -225,3 +225,19 @@ def test_a_withdrawn_duplicate_leaves_no_logged_model_in_its_run(mlflow_uri, mod
     withdraw_version(NAME, v2)
     assert [int(v.version) for v in c.search_model_versions(f"name = '{NAME}'")] == [1]
     assert logged(run2) == [] and len(logged(run1)) == 1
+
+
+def test_a_champion_whose_run_was_killed_is_no_bar_for_the_next_version(mlflow_uri, model_dirs):
+    """A pipeline killed after promoting (its MLflow run later marked KILLED) left a champion that
+    never finished: the next version replaces it, and the gate says why."""
+    c = tracking.client()
+    v1, run1 = _register(mlflow_uri, model_dirs[0], "killed-1", 70.0)
+    assert registry.promote_if_better(NAME, v1, 70.0).promoted
+    c.set_terminated(run1, "KILLED")
+    v2, _ = _register(mlflow_uri, model_dirs[1], "killed-2", 50.0)  # lower, but v1 is no bar
+    decision = registry.promote_if_better(NAME, v2, 50.0)
+    assert decision.promoted and registry.current_champion(NAME) == v2
+    assert f"champion v1's run {run1} ended KILLED: not a valid bar" in decision.reason
+    # a finished champion stays the bar
+    v3, _ = _register(mlflow_uri, model_dirs[2], "killed-3", 40.0)
+    assert not registry.promote_if_better(NAME, v3, 40.0).promoted

@@ -250,8 +250,15 @@ def promote_if_better(name: str, version: int, score: float) -> GateDecision:
     score = float(score)
     before = current_champion(name)
     before_score = _version_score(name, before) if before is not None else None
+    void = _unfinished_source(name, before) if before is not None and before != version else None
     if math.isnan(score):
         promoted, reason = False, f"RewardBench overall is NaN; champion stays {before}"
+    elif void:
+        promoted = True
+        reason = (
+            f"champion v{before}'s run {void}: not a valid bar (its pipeline never finished); "
+            f"RewardBench overall {score:.4f} takes its place"
+        )
     elif before is None:
         promoted, reason = True, f"first champion (RewardBench overall {score:.4f})"
     elif before == version:
@@ -265,6 +272,17 @@ def promote_if_better(name: str, version: int, score: float) -> GateDecision:
     decision = GateDecision(name, version, score, promoted, before, before_score, reason)
     _record(decision)
     return decision
+
+
+def _unfinished_source(name: str, version: int) -> str | None:
+    """``"<run id> ended KILLED"`` when the run a version came from was killed or failed, else None:
+    such a version was promoted by a pipeline that never finished, so it is no bar for the next."""
+    c = tracking.client()
+    run_id = c.get_model_version(name, str(version)).run_id
+    if not run_id:
+        return None
+    status = c.get_run(run_id).info.status
+    return f"{run_id} ended {status}" if status in ("KILLED", "FAILED") else None
 
 
 def _record(d: GateDecision) -> None:
