@@ -51,6 +51,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -472,7 +473,9 @@ def run_worker(kind: str, spec: dict, timeout: float) -> dict:
         log.info("%s: starting (timeout %.0f s)", kind, timeout)
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, check=False, stdout=sys.stderr, timeout=max(timeout, 1.0))
+            proc = subprocess.run(
+                cmd, check=False, stdout=sys.stderr, timeout=max(timeout, 1.0), env=_worker_env()
+            )
         except subprocess.TimeoutExpired:
             return {"error": f"{kind}: no result within {timeout:.0f} s (--deadline-s)"}
         log.info("%s: exit %d after %.1f s", kind, proc.returncode, time.perf_counter() - t0)
@@ -609,6 +612,13 @@ def report(plan: Plan, dry: bool, runs: dict[str, dict], env: dict, zero2: dict,
         "wall_s": round(wall, 1),
         "errors": errors,
     }
+
+
+def _worker_env() -> dict[str, str]:
+    """This environment without a launcher's rendezvous variables: a worker is a fresh single
+    process, and a MASTER_PORT left by whoever started this script may still be held by it."""
+    drop = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def environment(plan: Plan, folder: Path, ids: dict, device: str) -> dict:

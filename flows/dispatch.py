@@ -86,13 +86,15 @@ def train_on_pool(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> 
     link = flow_run_link(child.id)
     logger.info("training on work pool %r: flow run %r of %s (%s)", train.work_pool, child.name, name, link)
     try:
-        state = _wait(child.id, child.name, train.dispatch_timeout_s, logger)
+        run = _wait(child.id, child.name, train.dispatch_timeout_s, logger)
     except BaseException as e:  # cancelled, interrupted or timed out: the child must not train on
         _cancel(child.id, f"the pipeline run stopped ({type(e).__name__})")
         raise
+    state = run.state
     if not state.is_completed():
+        # the name the run has now (a flow renames its run when it starts: flows.naming)
         raise DispatchError(
-            f"the train flow run {child.name!r} on work pool {train.work_pool!r} ended {state.name}"
+            f"the train flow run {run.name!r} on work pool {train.work_pool!r} ended {state.name}"
             f"{': ' + state.message if state.message else ''}. See {link}"
         )
     return str(child.id)
@@ -104,7 +106,7 @@ def _wait(flow_run_id: Any, name: str, timeout_s: float, logger) -> Any:
         while True:
             run = client.read_flow_run(flow_run_id)
             if run.state is not None and run.state.is_final():
-                return run.state
+                return run
             waited = time.monotonic() - started
             if timeout_s and waited > timeout_s:
                 raise DispatchError(
@@ -114,7 +116,7 @@ def _wait(flow_run_id: Any, name: str, timeout_s: float, logger) -> Any:
             if time.monotonic() - last_log >= WAIT_LOG_SECONDS:
                 logger.info(
                     "waiting for train flow run %r: %s for %s",
-                    name, run.state.name if run.state else "unknown", timedelta(seconds=int(waited)),
+                    run.name or name, run.state.name if run.state else "unknown", timedelta(seconds=int(waited)),
                 )  # fmt: skip
                 last_log = time.monotonic()
             time.sleep(POLL_SECONDS)

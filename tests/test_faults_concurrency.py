@@ -163,7 +163,7 @@ def test_generated_sample_written_by_one_run_is_never_read_half_written_by_anoth
 
     work, signals = tmp_path / "work", tmp_path / "signals"
     signals.mkdir()
-    kwargs = {"recipe": setup["a"], "data_dir": None, "work_dir": str(work)}
+    kwargs = {"recipe": setup["a"], "data_dir": "", "work_dir": str(work)}
     helpsteer = {"target": "rmcore.data.sample_data:_write", "match": "HelpSteer", "path_arg": 0}
     x = {
         "call": "flows.mixture:mixture_flow",
