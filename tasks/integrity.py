@@ -28,6 +28,14 @@ class InputChanged(ValueError):
     """A task's input no longer has the digest recorded for it (changed, truncated or unreadable)."""
 
 
+def retry_unless_input_changed(task: object, task_run: object, state: object) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failure, except a changed input (it stays changed;
+    the error names the command that rebuilds it). A persisted failure holds its exception in a
+    result record's ``result``."""
+    data = getattr(state, "data", None)
+    return not isinstance(getattr(data, "result", data), InputChanged)
+
+
 def _files(folder: Path) -> list[str]:
     """Every file under ``folder`` (relative, '/'-separated, sorted), the markers left out."""
     out = []

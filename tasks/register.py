@@ -11,7 +11,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 import tracking
-from tasks.integrity import InputChanged
+from tasks.integrity import InputChanged, retry_unless_input_changed
 from tracking import registry
 
 
@@ -36,17 +36,12 @@ def withdraw_version(name: str, version: int) -> None:
         c.delete_logged_model(model_id)
 
 
-def _retry_transient(task, task_run, state) -> bool:
-    """Prefect ``retry_condition_fn``: a model folder that is not the evaluated one stays so."""
-    return not isinstance(state.data, InputChanged)
-
-
 @task(
     name="register",
     task_run_name="register {name}",
     retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_unless_input_changed,
     persist_result=False,
     result_serializer="json",  # a failed run's exception is still written: as JSON, never pickled
 )

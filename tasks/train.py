@@ -42,6 +42,7 @@ TRAIN = Stage(
     task_run_name="train reward model",
     retries=1,
     retry_delay_seconds=5,
+    retry_condition_fn=integrity.retry_unless_input_changed,  # a changed mixture stays changed
 )
 def train_task(
     train: TrainConfig, mixture_path: str, mixture_digest: str, work: str, mlflow_run_id: str | None = None

@@ -376,3 +376,23 @@ def test_a_failed_flow_run_writes_its_error_as_json_never_pickle(tmp_path: Path)
     state = mixture_flow(recipe=str(tmp_path / "no-such-recipe.yaml"), return_state=True)
     assert state.is_failed()
     assert state.data.metadata.serializer.type == "json"
+
+
+def test_a_changed_input_is_not_retried_other_failures_are():
+    """train and register retry a failure once or twice, but never a changed input: it stays
+    changed, and the error already names the command that rebuilds it."""
+    from prefect.states import Failed
+
+    from tasks.integrity import InputChanged, retry_unless_input_changed
+    from tasks.register import register_task
+    from tasks.train import train_task
+
+    class Record:  # a persisted failure keeps its exception in a result record
+        def __init__(self, result):
+            self.result = result
+
+    changed = InputChanged("mixture.parquet changed")
+    for state in (Failed(data=changed), Failed(data=Record(changed))):
+        assert retry_unless_input_changed(None, None, state) is False
+    assert retry_unless_input_changed(None, None, Failed(data=OSError("server away"))) is True
+    assert train_task.retry_condition_fn is register_task.retry_condition_fn is retry_unless_input_changed
