@@ -173,6 +173,18 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
         rewardbench_overall=overall,
         promote=ctx.recipe.register.promote and overall is not None,
     )
+    reused = registered.get("reused_run")
+    if not registered["created"] and reused and reused != run_id:
+        # This run reused a model registered before: its own record says so and links what it
+        # reused; the earlier version and run are left as they were.
+        tracking.set_tags(
+            run_id,
+            {
+                "rmflow.cache_hit": "true",
+                "rmflow.reused_version": f"{registered['name']} v{registered['version']}",
+                "rmflow.reused_run": reused,
+            },
+        )
     links = tracking.ui_links(run_id, (registered["name"], registered["version"]))
     if links:
         create_link_artifact(

@@ -87,9 +87,17 @@ def register_task(
         created = False
         logger.info("model folder already registered as %s v%d: not registering it again", name, version)
     result = {"name": name, "version": version, "created": created, "model_uri": f"models:/{name}/{version}"}
-    if promote:
+    past = None if created else registry.recorded_decision(name, version)
+    if past is not None:
+        # A rerun reusing a registered model: the gate decided when it was registered, and a
+        # registry's past does not change (no tag of the version or of its run is rewritten).
+        result["gate"] = {**past.to_dict(), "reused": True}
+        logger.info("champion gate: decided when v%d was registered (%s); not decided again", version, past.reason)
+    elif promote:
         decision = registry.promote_if_better(name, version, score)
         result["gate"] = decision.to_dict()
         logger.info("champion gate: %s", decision.reason)
+    if not created:
+        result["reused_run"] = registry.version_run(name, version)
     result["champion"] = registry.current_champion(name)
     return result

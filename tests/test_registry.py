@@ -241,3 +241,34 @@ def test_a_champion_whose_run_was_killed_is_no_bar_for_the_next_version(mlflow_u
     # a finished champion stays the bar
     v3, _ = _register(mlflow_uri, model_dirs[2], "killed-3", 40.0)
     assert not registry.promote_if_better(NAME, v3, 40.0).promoted
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_cached_rerun_changes_nothing_registered_before(mlflow_uri, model_dirs):
+    """The second pipeline run reuses version 1: v1's tags and its original run's tags stay byte for
+    byte as the first run left them; the task says which run it reused."""
+    from prefect import flow
+
+    from tasks.register import register_task
+
+    @flow
+    def register(run_id: str) -> dict:
+        return register_task(
+            str(model_dirs[0]), name=NAME, run_id=run_id, tags=LINEAGE, rewardbench_overall=60.0, promote=True
+        )
+
+    c = tracking.client()
+    run1 = _run(mlflow_uri, "first")
+    first = register(run1)
+    assert (first["version"], first["created"], first["gate"]["promoted"]) == (1, True, True)
+    version_tags = dict(c.get_model_version(NAME, "1").tags)
+    run_tags = dict(c.get_run(run1).data.tags)
+    assert version_tags[registry.TAG_REASON].startswith("first champion")
+
+    run2 = _run(mlflow_uri, "rerun")
+    again = register(run2)
+    assert (again["version"], again["created"], again["reused_run"]) == (1, False, run1)
+    assert dict(c.get_model_version(NAME, "1").tags) == version_tags
+    assert dict(c.get_run(run1).data.tags) == run_tags
+    assert again["gate"]["reused"] is True and again["gate"]["reason"] == version_tags[registry.TAG_REASON]
+    assert registry.current_champion(NAME) == 1

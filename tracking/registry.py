@@ -274,6 +274,24 @@ def promote_if_better(name: str, version: int, score: float) -> GateDecision:
     return decision
 
 
+def recorded_decision(name: str, version: int) -> GateDecision | None:
+    """The gate decision recorded on a version when it was registered (None if no gate ran for it:
+    e.g. the registration was killed before the gate)."""
+    tags = tracking.client().get_model_version(name, str(version)).tags
+    if TAG_DECISION not in tags:
+        return None
+    before = tags.get(TAG_CHAMPION_BEFORE) or None
+    return GateDecision(
+        name, int(version), float(tags.get(TAG_SCORE, "nan")), tags[TAG_DECISION] == "promoted",
+        int(before) if before else None, None, tags.get(TAG_REASON, ""),
+    )  # fmt: skip
+
+
+def version_run(name: str, version: int) -> str | None:
+    """The MLflow run a version was registered from."""
+    return tracking.client().get_model_version(name, str(version)).run_id
+
+
 def _unfinished_source(name: str, version: int) -> str | None:
     """``"<run id> ended KILLED"`` when the run a version came from was killed or failed, else None:
     such a version was promoted by a pipeline that never finished, so it is no bar for the next."""
