@@ -94,7 +94,9 @@ def publish_stats(ctx: RunContext, mixture: dict) -> None:
     if mixture["missing"]:
         note += f"\n**Not available, left out:** {', '.join(mixture['missing'])}\n"
     create_markdown_artifact(
-        key=f"{key}-md", markdown=stats_markdown(rows, title=f"Mixture {ctx.recipe.name}") + note
+        key=f"{key}-md",
+        markdown=stats_markdown(rows, title=f"Mixture {ctx.recipe.name}") + note,
+        description=f"Mixture {ctx.recipe.name}: {mixture.get('rows', 0):,} pairs, per source; {ctx.data_label}",
     )
 
 

@@ -128,7 +128,9 @@ def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_i
         create_markdown_artifact(
             key=f"rewardbench-{ctx.recipe.name}".lower(),
             markdown=(rb_dir / "rewardbench.md").read_text() + f"\n\nData: {ctx.data_label}\n",
-            description=f"RewardBench, overall {rb['overall']}",
+            description=(
+                f"RewardBench, overall {rb['overall']:.2f}" if rb["overall"] is not None else "RewardBench (incomplete)"
+            ),
         )
     if run_id:
         metrics = {}
@@ -188,12 +190,14 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
     links = tracking.ui_links(run_id, (registered["name"], registered["version"]))
     if links:
         create_link_artifact(
-            key=f"mlflow-run-{ctx.recipe.name}".lower(), link=links["run"], link_text="MLflow run"
+            key=f"mlflow-run-{ctx.recipe.name}".lower(), link=links["run"], link_text="MLflow run",
+            description="The pipeline's MLflow run: params, metrics, lineage, evaluation artifacts",
         )
         create_link_artifact(
             key=f"mlflow-model-{ctx.recipe.name}".lower(),
             link=links["model_version"],
             link_text=f"{registered['name']} v{registered['version']}",
+            description="The registered model version (aliases candidate/champion, gate tags)",
         )
         registered["links"] = links
     return registered
@@ -214,7 +218,9 @@ def run_leaderboards(ctx: RunContext, data: dict, run_id: str | None) -> list[di
         board = leaderboard_task(name, [path], [digest], str(ctx.work))
         slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
         create_markdown_artifact(
-            key=f"leaderboard-{slug}"[:100], markdown=Path(board["markdown"]).read_text()
+            key=f"leaderboard-{slug}"[:100],
+            markdown=Path(board["markdown"]).read_text() + f"\n\nData: {ctx.data_label}\n",
+            description=f"Bradley-Terry leaderboard: {name}",
         )
         if run_id:
             tracking.log_artifacts(run_id, [Path(board["dir"])], artifact_path=f"leaderboards/{slug}")

@@ -64,7 +64,11 @@ def pipeline_flow(
         "registered": registered,
         "leaderboards": [b["markdown"] for b in boards],
     }
-    create_markdown_artifact(key=f"pipeline-{ctx.recipe.name}".lower(), markdown=summary_markdown(summary))
+    create_markdown_artifact(
+        key=f"pipeline-{ctx.recipe.name}".lower(),
+        markdown=summary_markdown(summary),
+        description=f"Pipeline summary: recipe {ctx.recipe.name}, {ctx.data_label}",
+    )
     return summary
 
 
@@ -81,11 +85,20 @@ def summary_markdown(s: dict) -> str:
         lines += [f"- RewardBench overall{sampled}: **{overall}** ({cats})"]
     for source, h in s["heldout"].items():
         lines += [
-            f"- held-out {source}: accuracy {h['accuracy']}, length-only rule {h['length_rule_accuracy']}"
+            f"- held-out {source}: accuracy {_num(h['accuracy'])}"
+            + (f" [{_num(h['ci95'][0])}, {_num(h['ci95'][1])}]" if h.get("ci95") else "")
+            + f", length-only rule {_num(h['length_rule_accuracy'])}"
         ]
     reg = s["registered"]
     lines += [
         f"- registered `{reg['model_uri']}`; champion: v{reg['champion']}",
-        f"- MLflow run `{s['mlflow_run_id']}`",
+        f"- MLflow run [{s['mlflow_run_id']}]({reg['links']['run']})"
+        if reg.get("links")
+        else f"- MLflow run `{s['mlflow_run_id']}`",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _num(value: object) -> str:
+    """A number for people: three decimals (n/a when missing)."""
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"

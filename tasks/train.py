@@ -77,7 +77,8 @@ def train_task(
             os.replace(partial, final)
     summary = io.read_json(final / "train_summary.json")
     model_dir = final / summary["model_subdir"]
-    logger.info("reward model at %s (%d steps): %s", model_dir, summary["steps"], summary["metrics"])
+    shown = "  ".join(f"{k} {v:.4g}" for k, v in sorted(summary["metrics"].items()) if isinstance(v, (int, float)))
+    logger.info("reward model at %s (%d steps): %s", model_dir, summary["steps"], shown)
     return {
         "model_dir": str(model_dir),
         "digest": key,

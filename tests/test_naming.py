@@ -67,3 +67,20 @@ def test_the_run_form_describes_every_parameter_as_a_plain_string(flow):
         assert len(prop.get("description") or "") > 20, (flow.name, name)
         assert prop.get("type") == "string" and "anyOf" not in prop, (flow.name, name, prop)
     assert "demo, v1" in schema["recipe"]["description"]
+
+
+def test_the_pipeline_summary_rounds_numbers_and_links_the_mlflow_run():
+    from flows.pipeline import summary_markdown
+
+    summary = {
+        "recipe": "demo", "data": "GENERATED sample", "missing": [],
+        "mixture": {"rows": 710, "digest": "a" * 64},
+        "rewardbench": None,
+        "heldout": {"hh-rlhf/helpful-base/test": {
+            "accuracy": 0.5699999999999999, "ci95": [0.5131, 0.62549], "length_rule_accuracy": 0.55, "n": 300}},
+        "registered": {"model_uri": "models:/m/1", "champion": 1, "links": {"run": "http://127.0.0.1:5000/#/r/1"}},
+        "mlflow_run_id": "abc",
+    }  # fmt: skip
+    md = summary_markdown(summary)
+    assert "accuracy 0.570 [0.513, 0.625], length-only rule 0.550" in md
+    assert "- MLflow run [abc](http://127.0.0.1:5000/#/r/1)" in md
