@@ -104,10 +104,15 @@ class StageCache(CachePolicy):
             # makes the task run; its body serves or rebuilds the stage folder.
             integrity.run_logger().warning("Prefect result record %s refused (%s): not read", key, refused)
             return f"{key}-refused-{uuid.uuid4().hex}"
-        output_gone = not is_usable(self.stage.output_dir(inputs), self.stage.intact)
-        if output_gone and task_ctx.result_store is not None and task_ctx.result_store.exists(key):
+        out = self.stage.output_dir(inputs)
+        output_gone = not is_usable(out, self.stage.intact)
+        on_record = task_ctx.result_store is not None and task_ctx.result_store.exists(key)
+        if output_gone and on_record:
             # A result is on record but its outputs were deleted or altered: a fresh key forces a rebuild.
             return f"{key}-rebuild-{uuid.uuid4().hex}"
+        if on_record:
+            # Prefect serves this task from its cache and runs no body: say what is reused.
+            integrity.run_logger().info("%s: cached, reusing %s (key %s)", self.stage.name, out, key)
         return key
 
 

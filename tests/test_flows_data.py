@@ -49,7 +49,11 @@ def _recipe(tmp: Path) -> Path:
     return path
 
 
-def test_mixture_flow_caches_by_content_and_reruns_only_the_changed_source(shared_data: Path, tmp_path: Path):
+def test_mixture_flow_caches_by_content_and_reruns_only_the_changed_source(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    import logging
+
     from flows.mixture import mixture_flow
 
     mirror, recipe, work = _mirror(shared_data, tmp_path), _recipe(tmp_path), tmp_path / "work"
@@ -74,8 +78,12 @@ def test_mixture_flow_caches_by_content_and_reruns_only_the_changed_source(share
             str(path.parent / "quarantine.parquet"),
         )
 
+    caplog.set_level(logging.INFO)
     second = mixture_flow(**args, return_state=True)
     assert state_counts(second) == {"Cached": 7}
+    # every cache hit says what it reuses: the stage, its output folder and key
+    hits = [r.getMessage() for r in caplog.records if ": cached, reusing " in r.getMessage()]
+    assert len(hits) == 7 and any(h.startswith(f"mixture: cached, reusing {work}") for h in hits), hits
     assert second.result()["mixture"]["digest"] == mixture["digest"]
 
     # Change one input file: every PKU row's first response text.
