@@ -91,6 +91,21 @@ def from_config_folder(out: Path, layers: int) -> Path:
     return out
 
 
+def capture_setup_lines() -> list[str]:
+    """A list that collects what ``rmcore.train.setup`` logs from now on in this process (which
+    passes training chose: "packed causal pass: on", ...)."""
+    lines: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    setup_log = logging.getLogger("rmcore.train.setup")
+    setup_log.setLevel(logging.INFO)
+    setup_log.addHandler(Lines())
+    return lines
+
+
 def non_embedding_params(hf) -> int:
     """Parameters outside the token embedding (Llama's ``embed_tokens``; SmolLM2 ties no LM head here)."""
     emb = {id(p) for p in hf.get_input_embeddings().parameters()}
@@ -275,15 +290,7 @@ def worker_rmflow(spec: dict) -> dict:
         evaluation=EvaluationConfig(fraction=0.0),  # no held-out split in training: scored below
         logging=LoggingConfig(every=1),
     )
-    setup_lines: list[str] = []
-
-    class Lines(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            setup_lines.append(record.getMessage())
-
-    setup_log = logging.getLogger("rmcore.train.setup")
-    setup_log.setLevel(logging.INFO)
-    setup_log.addHandler(Lines())
+    setup_lines = capture_setup_lines()
     sink = ListSink()
     result = train_reward_model(config, mixture_path=mixture, output_dir=Path(spec["tmp"]) / "out", sink=sink)
     packed = any(line == "packed causal pass: on" for line in setup_lines)

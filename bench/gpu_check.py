@@ -376,15 +376,9 @@ def worker_rmflow(spec: dict) -> dict:
         })  # fmt: skip
 
     loop.Loop.train_step = timed
-    setup_lines: list[str] = []
+    from bench_train_causal import capture_setup_lines
 
-    class Lines(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            setup_lines.append(record.getMessage())
-
-    setup_log = logging.getLogger("rmcore.train.setup")
-    setup_log.setLevel(logging.INFO)
-    setup_log.addHandler(Lines())
+    setup_lines = capture_setup_lines()
     config = TrainConfig(
         model=spec["model"], seed=42,
         backbone=BackboneConfig(pooling="last", max_length=spec["max_length"]),

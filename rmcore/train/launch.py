@@ -118,6 +118,23 @@ def with_parent(command: list[str]) -> list[str]:
     return [sys.executable, "-c", WITH_PARENT, str(os.getpid()), *command[1:]]
 
 
+def prepare_launch(config: TrainConfig, output_dir: Path) -> tuple[Path, Path, Path]:
+    """``OUT/launch/``, the rank config written in it and where rank 0 will write its result (an
+    earlier attempt's result removed first, so it is never read): what every launcher needs."""
+    launch_dir = output_dir / LAUNCH_DIR
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    result_path = launch_dir / RESULT_FILE
+    result_path.unlink(missing_ok=True)
+    return launch_dir, write_rank_config(config, launch_dir / "train.yaml"), result_path
+
+
+def read_result(result_path: Path, missing: str) -> dict:
+    """Rank 0's result object; LaunchError saying ``missing`` when it wrote none."""
+    if not result_path.exists():
+        raise LaunchError(f"{missing}: rank 0 wrote no result at {result_path}")
+    return io.read_json(result_path)
+
+
 def launch_torchrun(
     config: TrainConfig,
     mixture_path: str | os.PathLike[str],
@@ -132,11 +149,7 @@ def launch_torchrun(
     """Train in ``processes`` ranks on this node; returns rank 0's result (``rmflow train --json``'s
     object: model_dir, steps, metrics, precision, ...). Raises LaunchError if any rank fails."""
     out = Path(output_dir)
-    launch_dir = out / LAUNCH_DIR
-    launch_dir.mkdir(parents=True, exist_ok=True)
-    result_path = launch_dir / RESULT_FILE
-    result_path.unlink(missing_ok=True)  # never read a result of an earlier attempt
-    config_path = write_rank_config(config, launch_dir / "train.yaml")
+    launch_dir, config_path, result_path = prepare_launch(config, out)
     logs = launch_dir / "logs"
     cmd = with_parent([
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
@@ -169,9 +182,7 @@ def launch_torchrun(
         raise
     if code != 0:
         raise LaunchError(failure_message(code, list(tail), logs, tail_lines))
-    if not result_path.exists():
-        raise LaunchError(f"torchrun exited 0 but rank 0 wrote no result at {result_path}")
-    return io.read_json(result_path)
+    return read_result(result_path, "torchrun exited 0")
 
 
 def failure_message(code: int, console: list[str], logs: Path, tail_lines: int = 40) -> str:

@@ -31,24 +31,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rmcore import io
 from rmcore.config import PROJECT_ROOT
 from rmcore.train.config import TrainConfig
 from rmcore.train.launch import (
-    LAUNCH_DIR,
-    RESULT_FILE,
     LaunchError,
+    prepare_launch,
     rank_command,
     rank_env,
+    read_result,
     visible_devices,
     with_parent,
-    write_rank_config,
 )
 
 FORWARDED_ENV_PREFIXES = ("MLFLOW_", "RMFLOW_", "HF_", "TORCH_EXTENSIONS_DIR")
 """Driver environment variables every rank gets too (tracking URI, allowed roots, caches): on a
 local Ray the workers inherit them anyway, on a remote cluster they would not."""
-
 
 
 def resolve_ray_processes(config: TrainConfig, cluster_gpus: float) -> int:
@@ -75,11 +72,8 @@ def launch_ray(
     against the cluster (``resolve_ray_processes``). Raises LaunchError if any rank fails."""
     _require_ray()
     out = Path(output_dir).resolve()
-    launch_dir = out / LAUNCH_DIR
-    (launch_dir / "logs").mkdir(parents=True, exist_ok=True)
-    result_path = launch_dir / RESULT_FILE
-    result_path.unlink(missing_ok=True)  # never read a result of an earlier attempt
-    config_path = write_rank_config(config, launch_dir / "train.yaml")
+    launch_dir, config_path, result_path = prepare_launch(config, out)
+    (launch_dir / "logs").mkdir(exist_ok=True)
     emit = on_line or (lambda line: print(line, flush=True))
 
     if config.processes == "auto" and not config.ray.address:  # a local Ray: this machine's GPUs
@@ -111,12 +105,9 @@ def launch_ray(
             import ray
 
             ray.shutdown()
-    if not result_path.exists():
-        raise LaunchError(
-            f"Ray Train finished but rank 0 wrote no result at {result_path}; is {out} on storage "
-            "that every node and this driver share?"
-        )
-    return io.read_json(result_path)
+    return read_result(
+        result_path, f"Ray Train finished (is {out} on storage that every node and this driver share?)"
+    )
 
 
 def _require_ray() -> None:
