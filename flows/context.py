@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from flows.tally import StageTally
 from rmcore import io
 from rmcore.config import env_roots
 from rmcore.recipe import Recipe, load_recipe
@@ -25,6 +26,8 @@ class RunContext:
     data_label: str
     """Said in every report: which data this run used."""
     work: Path
+    tally: StageTally = field(default_factory=StageTally, compare=False)
+    """Which stages of this run recomputed and which came from the cache."""
 
 
 def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str]:

@@ -9,7 +9,7 @@ from flows.context import RunContext
 from rmcore import io
 from rmcore.data.mixtures import SourceSpec
 from rmcore.data.stages import source_fingerprint
-from rmcore.data.stats import stats_markdown
+from rmcore.data.stats import stats_display_rows, stats_markdown
 from tasks.data import clean_task, download_task, mixture_task
 
 Input = tuple[str, str, tuple[str, ...] | None]
@@ -53,7 +53,7 @@ def run_downloads(ctx: RunContext, *, heldout: bool = True) -> tuple[dict[Input,
         )
     if missing:
         logger.warning("not in %s, left out: %s", ctx.data_label, ", ".join(missing))
-    return {k: f.result() for k, f in futures.items()}, missing
+    return {k: ctx.tally.result(f"download {k[0]} [{k[1]}]", f) for k, f in futures.items()}, missing
 
 
 def run_cleaning(
@@ -71,7 +71,7 @@ def run_cleaning(
         for spec in specs
         if _input(spec) in downloads
     }
-    return {k: f.result() for k, f in futures.items()}
+    return {k: ctx.tally.result(f"clean {k}", f) for k, f in futures.items()}
 
 
 def run_mixture(ctx: RunContext, cleaned: dict[str, dict], missing: list[str]) -> dict:
@@ -79,7 +79,7 @@ def run_mixture(ctx: RunContext, cleaned: dict[str, dict], missing: list[str]) -
     config = ctx.recipe.data
     inputs = [cleaned[s.key] for s in config.sources if s.key in cleaned]
     lacking = [s.key for s in config.sources if s.key not in cleaned]
-    mixture = mixture_task(config, inputs, [c["digest"] for c in inputs], lacking, str(ctx.work))
+    mixture = ctx.tally.call("mixture", mixture_task, config, inputs, [c["digest"] for c in inputs], lacking, str(ctx.work))
     publish_stats(ctx, mixture)
     return mixture
 
@@ -88,7 +88,7 @@ def publish_stats(ctx: RunContext, mixture: dict) -> None:
     rows = io.read_json(mixture["stats"])
     key = f"stats-{ctx.recipe.name}".lower().replace("_", "-")
     create_table_artifact(
-        key=key, table=rows, description=f"Dataset stats, mixture {ctx.recipe.name}; data: {ctx.data_label}"
+        key=key, table=stats_display_rows(rows), description=f"Dataset stats, mixture {ctx.recipe.name}; data: {ctx.data_label}"
     )
     note = f"\n**Data:** {ctx.data_label}\n\n**Mixture digest:** `{mixture['digest']}`\n"
     if mixture["missing"]:

@@ -11,6 +11,7 @@ import tracking
 from flows.context import RunContext
 from rmcore import io
 from rmcore.config import config_hash
+from rmcore.evaluate.headline import detail_tables, headline_metrics
 from rmcore.precision import Precision
 from tasks.evaluate import evaluate_task
 from tasks.ranking import leaderboard_task
@@ -85,12 +86,24 @@ def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: 
                 rows=cleaned["kept"],
             )
         tracking.log_artifacts(run_id, [mixture["stats_markdown"], mixture["manifest"]], artifact_path="data")
+    publish_run_link(ctx, run_id)
     return run_id
+
+
+def publish_run_link(ctx: RunContext, run_id: str) -> None:
+    """The MLflow run's link, before training starts: its curves fill in while the model trains."""
+    links = tracking.ui_links(run_id)
+    if links:
+        get_run_logger().info("MLflow run: %s (training curves appear there as the model trains)", links["run"])
+        create_link_artifact(
+            key=f"mlflow-run-{ctx.recipe.name}".lower(), link=links["run"], link_text="MLflow run",
+            description="The pipeline's MLflow run: params, metrics (live while training), lineage, evaluation",
+        )
 
 
 def train_here(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> dict:
     """The train task in this flow run (it launches N ranks itself when the recipe asks)."""
-    return train_task(ctx.recipe.train, mixture["path"], mixture["digest"], str(ctx.work), mlflow_run_id=mlflow_run_id)
+    return ctx.tally.call("train", train_task, ctx.recipe.train, mixture["path"], mixture["digest"], str(ctx.work), mlflow_run_id=mlflow_run_id)
 
 
 def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
@@ -99,10 +112,13 @@ def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
     if ctx.recipe.train.work_pool:
         from flows.dispatch import train_on_pool
 
-        train_on_pool(ctx, mixture, run_id)
+        child = train_on_pool(ctx, mixture, run_id)
     trained = train_here(ctx, mixture, run_id)
+    if ctx.recipe.train.work_pool and child:
+        ctx.tally.record("train", "Completed")  # trained by the flow run on the pool, read from the cache here
     if run_id:
-        tracking.log_metrics(run_id, trained["metrics"], prefix="final/")
+        # the final evaluation ends the curves (same keys, at the last step), not a second set
+        tracking.log_metrics(run_id, trained["metrics"], step=int(trained.get("steps") or 0))
         if trained.get("precision"):
             tracking.log_params(run_id, Precision.from_dict(trained["precision"]).as_params(), prefix="train.")
     return trained
@@ -110,7 +126,9 @@ def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
 
 def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_id: str | None) -> dict:
     rb_path, rb_digest = rewardbench_input(ctx)
-    evaluated = evaluate_task(
+    evaluated = ctx.tally.call(
+        "evaluate",
+        evaluate_task,
         ctx.recipe.eval,
         trained["model_dir"],
         trained["model_digest"],  # the folder's content, not the train key: a retrained model is rescored
@@ -133,16 +151,8 @@ def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_i
             ),
         )
     if run_id:
-        metrics = {}
-        if "rewardbench" in evaluated:
-            rb = evaluated["rewardbench"]
-            if rb["overall"] is not None:
-                metrics["rewardbench/overall"] = rb["overall"]
-            metrics.update({f"rewardbench/{k}": v for k, v in rb["categories"].items()})
-            metrics.update({f"rewardbench/subset/{k}": v["accuracy"] for k, v in rb["subsets"].items()})
-        for source, result in evaluated.get("heldout", {}).items():
-            metrics.update(tracking.numeric_leaves(result, prefix=f"heldout/{source.replace(':', '_')}/"))
-        tracking.log_metrics(run_id, metrics)
+        tracking.log_metrics(run_id, headline_metrics(evaluated))
+        tracking.log_tables(run_id, detail_tables(evaluated))
         scoring = evaluated.get("rewardbench", {}).get("scoring", {})
         if scoring.get("precision"):
             tracking.log_params(
@@ -166,7 +176,9 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
     }
     if mixture:
         tags["rmflow.mixture_digest"] = mixture["digest"]
-    registered = register_task(
+    registered = ctx.tally.call(
+        "register",
+        register_task,
         trained["model_dir"],
         model_digest=trained["model_digest"],
         name=ctx.recipe.register.model_name,
@@ -190,10 +202,6 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
     links = tracking.ui_links(run_id, (registered["name"], registered["version"]))
     if links:
         create_link_artifact(
-            key=f"mlflow-run-{ctx.recipe.name}".lower(), link=links["run"], link_text="MLflow run",
-            description="The pipeline's MLflow run: params, metrics, lineage, evaluation artifacts",
-        )
-        create_link_artifact(
             key=f"mlflow-model-{ctx.recipe.name}".lower(),
             link=links["model_version"],
             link_text=f"{registered['name']} v{registered['version']}",
@@ -215,7 +223,7 @@ def run_leaderboards(ctx: RunContext, data: dict, run_id: str | None) -> list[di
         inputs.append(("RewardBench chosen vs rejected models", rb_path, rb_digest))
     boards = []
     for name, path, digest in inputs:
-        board = leaderboard_task(name, [path], [digest], str(ctx.work))
+        board = ctx.tally.call(f"leaderboard {name}", leaderboard_task, name, [path], [digest], str(ctx.work))
         slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
         create_markdown_artifact(
             key=f"leaderboard-{slug}"[:100],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 import tracking
@@ -44,8 +45,11 @@ def pipeline_flow(
         failed = False
     finally:
         tracking.end_pipeline_run(run_id, failed=failed)
+    stages = ctx.tally.line(mixture_digest=data["mixture"]["digest"], mixture="mixture", train="train")
+    get_run_logger().info("pipeline %s: %s", ctx.recipe.name, stages)
     summary = {
         "recipe": ctx.recipe.name,
+        "stages": {"line": stages, "recomputed": ctx.tally.recomputed, "cached": ctx.tally.cached},
         "data": ctx.data_label,
         "missing": data["missing"],
         "mixture": {k: data["mixture"][k] for k in ("path", "digest", "rows", "counts")},
@@ -96,6 +100,8 @@ def summary_markdown(s: dict) -> str:
         if reg.get("links")
         else f"- MLflow run `{s['mlflow_run_id']}`",
     ]
+    if s.get("stages"):
+        lines += ["", f"**Stages:** {s['stages']['line']}"]
     return "\n".join(lines) + "\n"
 
 

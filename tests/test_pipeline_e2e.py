@@ -43,6 +43,21 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     return {"recipe": path, "raw": recipe, "data": data, "work": tmp_path / "work"}
 
 
+def _stats_columns() -> list[str]:
+    """The columns of the newest stats table artifact, in the order the Prefect UI shows them."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["stats-demo"])), limit=1,
+            sort="CREATED_DESC")
+    data = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    return list(data[0])
+
+
 def _run(setup: dict):
     from flows.pipeline import pipeline_flow
 
@@ -76,6 +91,16 @@ def test_pipeline_registers_champion_and_reruns_exactly_the_lineage(setup: dict)
     assert str(client.get_model_version_by_alias("e2e-reward", "champion").version) == "1"
     run = client.get_run(summary["mlflow_run_id"])
     assert "rewardbench/overall" in run.data.metrics and "train/loss" in run.data.metrics
+    # headlines only: curves, RewardBench overall + categories, per held-out source 5 numbers;
+    # calibration bins and per-subset scores are tables (9 train + 9 eval + 5 + 5 + gate = 29)
+    assert len(run.data.metrics) == 29, sorted(run.data.metrics)
+    assert not [k for k in run.data.metrics if "/bins/" in k or "/subset" in k or k.startswith("final/")]
+    assert {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "tables")} == {
+        "tables/rewardbench_subsets.json", "tables/heldout.json", "tables/heldout_calibration.json"}
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert summary["stages"]["line"].startswith("16 recomputed, 0 cached; mixture digest ")
+    assert summary["stages"]["line"].endswith(", model trained")
+    assert _stats_columns()[:3] == ["source", "pairs", "rows in"]
     assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {
         "mixture-demo",
         "hh-rlhf/helpful-base/test",
@@ -90,6 +115,9 @@ def test_pipeline_registers_champion_and_reruns_exactly_the_lineage(setup: dict)
     # 1. Nothing changed: every stage from cache; registration finds its version.
     second = _run(setup)
     assert ran(second) == {"register e2e-reward"}
+    digest = summary["mixture"]["digest"][:12]
+    assert second.result()["stages"]["line"] == (
+        f"1 recomputed, 15 cached; mixture digest {digest} unchanged, training reused")
     assert second.result()["registered"]["created"] is False
     assert len(client.search_model_versions("name = 'e2e-reward'")) == 1
 

@@ -60,6 +60,10 @@ def test_saved_pyfunc_returns_the_folders_raw_rewards(tmp_path: Path, arch: str)
     expected = direct_rewards(folder, ROWS)
     mlflow.pyfunc.save_model(str(tmp_path / "pyfunc"), **pyfunc_model_kwargs(folder))
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    # a schema the MLflow UI shows: three optional input columns, one float output
+    assert [(c.name, c.required) for c in loaded.metadata.get_input_schema().inputs] == [
+        ("prompt", False), ("response", False), ("messages", False)]
+    assert loaded.metadata.get_output_schema().input_names() == ["reward"]
     out = loaded.predict(ROWS)
     assert list(out.columns) == ["reward"]
     np.testing.assert_allclose(out["reward"].to_numpy(), expected, rtol=0, atol=1e-6)

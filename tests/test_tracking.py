@@ -175,6 +175,23 @@ def test_training_sink_writes_curves_with_steps(mlflow_uri):
         sink.log_metrics({"loss": "high"}, 3)
 
 
+def test_training_sink_flushes_by_time_so_curves_grow_while_training(mlflow_uri, monkeypatch):
+    from tracking import sinks
+
+    run_id = tracking.start_pipeline_run("p", config=_config(mlflow_uri))
+    clock = [1000.0]
+    monkeypatch.setattr(sinks.time, "monotonic", lambda: clock[0])
+    sink = MlflowMetricsSink(run_id, flush_every=100, flush_seconds=30)
+    sink.log_metrics({"train/loss": 0.69}, 1)
+    clock[0] += 29  # under 30 s and under 100 calls: still buffered
+    sink.log_metrics({"train/loss": 0.6}, 2)
+    assert tracking.client().get_metric_history(run_id, "train/loss") == []
+    clock[0] += 1  # 30 s since the sink started: this call writes all three
+    sink.log_metrics({"train/loss": 0.5}, 3)
+    history = tracking.client().get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.69), (2, 0.6), (3, 0.5)]
+
+
 @pytest.mark.slow  # trains a tiny model for 2 steps (~5 s idle, ~30 s on 2 busy cores)
 def test_training_loop_reports_through_the_sink(mlflow_uri, tmp_path):
     from tiny import build_tiny_model_dir
@@ -259,3 +276,17 @@ def test_artifacts_land_in_the_run(mlflow_uri, tmp_path):
     assert [a.path for a in tracking.client().list_artifacts(run_id, "reports/plots")] == [
         "reports/plots/calibration.png"
     ]
+
+
+def test_experiments_open_as_model_training_and_a_users_choice_stays(mlflow_uri):
+    from tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    tracking.configure(_config(mlflow_uri))
+    made = tracking.ensure_experiment("fresh")
+    assert tracking.client().get_experiment(made).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    untagged = tracking.client().create_experiment("made-elsewhere")  # e.g. by an older rmflow
+    assert tracking.ensure_experiment("made-elsewhere") == untagged
+    assert tracking.client().get_experiment(untagged).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    chosen = tracking.client().create_experiment("genai", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    tracking.ensure_experiment("genai")
+    assert tracking.client().get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"

@@ -98,6 +98,22 @@ def _requirements() -> list[str]:
     return reqs
 
 
+def reward_signature():
+    """The pyfunc's schema: rows of ``prompt`` + ``response`` or of ``messages`` (each column
+    optional; ``prompt`` may be a string or a list of messages) -> one float ``reward``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec(AnyType(), "prompt", required=False),
+            ColSpec("string", "response", required=False),
+            ColSpec(AnyType(), "messages", required=False),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "reward")]))
+
+
 def pyfunc_model_kwargs(model_dir: str | Path, *, batch_size: int = 16) -> dict:
     """Arguments for ``mlflow.pyfunc.log_model``/``save_model``: models-from-code entry, the
     folder as artifact, rmcore + data_contracts + reward_pyfunc.py as code, pinned requirements."""
@@ -110,6 +126,7 @@ def pyfunc_model_kwargs(model_dir: str | Path, *, batch_size: int = 16) -> dict:
         "code_paths": [str(_ROOT / "rmcore"), str(_ROOT / "data_contracts"), str(_HERE / "reward_pyfunc.py")],
         "pip_requirements": _requirements(),
         "model_config": {"batch_size": batch_size},
+        "signature": reward_signature(),
         "metadata": meta,
     }
 

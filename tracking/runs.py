@@ -178,6 +178,14 @@ def log_metrics(
     return flat
 
 
+def log_tables(run_id: str, tables: Mapping[str, Mapping[str, list]]) -> list[str]:
+    """Log each table (columns -> values) as an MLflow table artifact at its file name."""
+    c = client()
+    for artifact_file, columns in tables.items():
+        c.log_table(run_id, data=dict(columns), artifact_file=artifact_file)
+    return list(tables)
+
+
 def set_tags(run_id: str, tags: Mapping[str, Any]) -> dict[str, str]:
     """Set run tags (secret-filtered); returns what was set."""
     kept = redact_mapping({k: str(v) for k, v in tags.items()}, what="tag")

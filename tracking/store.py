@@ -125,22 +125,33 @@ def client():
     return MlflowClient()
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag MLflow's UI reads to pick its view (3.x opens untagged ones as GenAI)."""
+EXPERIMENT_KIND = "custom_model_development"
+"""Model training: runs, metrics charts and the model registry, not GenAI traces."""
+
+
 def ensure_experiment(name: str = DEFAULT_EXPERIMENT, *, artifact_location: str | None = None) -> str:
-    """Id of experiment ``name``, created if absent.
+    """Id of experiment ``name``, created if absent, tagged as model training.
 
     A new experiment on a SQLite store keeps its artifacts in ``artifacts/<name>`` beside the DB
-    (MLflow's own default would be ``./mlruns`` under whatever the working directory is).
+    (MLflow's own default would be ``./mlruns`` under whatever the working directory is). An
+    existing experiment gets the kind tag only when it has none (a user's choice stays).
     """
     import mlflow
 
     c = client()
     found = c.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            c.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
     if artifact_location is None:
         db = sqlite_path(mlflow.get_tracking_uri())
         if db is not None:
             artifact_location = str(db.parent / "artifacts" / name)
-    return c.create_experiment(name, artifact_location=artifact_location)
+    return c.create_experiment(
+        name, artifact_location=artifact_location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )
 
 

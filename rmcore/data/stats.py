@@ -89,6 +89,33 @@ def total_row(rows: Iterable[Mapping], name: str = "total") -> dict:
     }
 
 
+def dropped_text(row: Mapping) -> str:
+    """The row's drops as "rule: n, rule: n" (rules that dropped nothing left out), "-" if none."""
+    dropped = json.loads(row["dropped"])
+    return ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "-"
+
+
+def stats_display_rows(rows: Iterable[Mapping]) -> list[dict]:
+    """The stats rows with their columns in reading order (what a person looks for first):
+    source, pairs, rows in (and what a row counts), raw rows, mean lengths, max length, quarantined, drops as text.
+    For the Prefect table artifact, whose columns follow the keys' order."""
+    return [
+        {
+            "source": r["source"],
+            "pairs": r["pairs"],
+            "rows in": r["rows_in"],
+            "counted as": r["unit"],
+            "raw rows": r["raw_rows"],
+            f"mean len chosen ({LENGTH_UNIT})": r["mean_len_chosen"],
+            "mean len rejected": r["mean_len_rejected"],
+            "max len": r["max_len"],
+            "quarantined": r["quarantined"],
+            "dropped (rule: n)": dropped_text(r),
+        }
+        for r in rows
+    ]
+
+
 def stats_markdown(rows: Iterable[Mapping], *, title: str | None = None) -> str:
     """The stats table as markdown (Prefect artifact, README, closing notes)."""
     lines = [f"### {title}", ""] if title else []
@@ -100,11 +127,9 @@ def stats_markdown(rows: Iterable[Mapping], *, title: str | None = None) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
-        dropped = json.loads(r["dropped"])
-        dropped_text = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "-"
         lines.append(
             f"| {r['source']} | {r['raw_rows']:,} | {r['rows_in']:,} ({r['unit']}) | {r['pairs']:,} | "
             f"{r['mean_len_chosen']} | "
-            f"{r['mean_len_rejected']} | {r['max_len']:,} | {dropped_text} | {r['quarantined']:,} |"
+            f"{r['mean_len_rejected']} | {r['max_len']:,} | {dropped_text(r)} | {r['quarantined']:,} |"
         )
     return "\n".join(lines) + "\n"

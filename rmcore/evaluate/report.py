@@ -7,6 +7,7 @@ the JSON summaries.
 
 from __future__ import annotations
 
+from rmcore.evaluate.headline import ordered_subsets
 from rmcore.evaluate.official import SUBSET_MAPPING
 
 
@@ -50,9 +51,7 @@ def rewardbench_markdown(summary: dict) -> str:
         "|---|---|---:|---:|---|---:|---:|---:|",
     ]
     subsets = summary["subsets"]
-    ordered = [(c, s) for c, names in SUBSET_MAPPING.items() for s in names if s in subsets]
-    ordered += [(subsets[s]["category"], s) for s in sorted(subsets) if all(s != o for _, o in ordered)]
-    for category, name in ordered:
+    for category, name in ordered_subsets(subsets):
         v = subsets[name]
         lo, hi = v["ci95"]
         lines.append(
