@@ -59,7 +59,23 @@ def resolve_data_dir(data_dir: str | None, work: Path) -> tuple[Path | None, str
     return sample, f"GENERATED sample data (built-in generator, no real rows) at {sample}"
 
 
+LIBRARY_LOGGERS = ("rmcore", "tasks", "flows")
+"""The loggers Prefect ships to the flow-run logs (PREFECT_LOGGING_EXTRA_LOGGERS, set by the
+stack and the CLI): training progress, held-out scores and cache hits are INFO lines there."""
+
+
+def show_library_logs() -> None:
+    """Let the library loggers' INFO lines through in a flow run a worker started: its root
+    logger is at WARNING (Prefect's logging.yml), which would drop every progress line before
+    Prefect's API handler sees it. The CLI sets INFO itself; a level set lower is kept."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def resolve(recipe: str, data_dir: str | None = None, work_dir_: str | None = None) -> RunContext:
+    show_library_logs()
     loaded = load_recipe(recipe, extra_roots=env_roots(os.environ))  # the environment is read here, at the edge
     work = work_dir(work_dir_)
     data, label = resolve_data_dir(data_dir, work)

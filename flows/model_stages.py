@@ -44,8 +44,8 @@ def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: 
     """The pipeline run's MLflow run with params and dataset lineage."""
     run_id = tracking.start_pipeline_run(
         flow_run_id,
-        run_name=flow_run_name  # named by flows.naming: recipe · data · time, as in Prefect
-        if flow_run_name.startswith(f"{ctx.recipe.name} · ")
+        run_name=flow_run_name  # named by flows.naming: recipe · data · time, the same as in Prefect
+        if " · " in flow_run_name
         else f"{ctx.recipe.name}/{flow_run_name}",
         tags={
             "rmflow.recipe": ctx.recipe.name,

@@ -93,7 +93,6 @@ def download_task(
         intact=DOWNLOAD.intact,
     )
     manifest = io.read_json(out / "manifest.json")
-    get_run_logger().info("%s/%s: %d raw rows from %s", source, split, manifest["rows"], manifest["origin"])
     return {
         "source": source,
         "split": split,
@@ -115,16 +114,7 @@ def clean_task(spec: SourceSpec, raw_dir: str, raw_digest: str, seed: int, work:
         stages.clean_downloaded(spec.source, spec.split, Path(raw_dir), options, tmp, publish_dir=out)
 
     build_once(out, build, intact=CLEAN.intact)
-    summary = {**io.read_json(out / "summary.json"), "key": spec.key}
-    get_run_logger().info(
-        "%s: %d in, %d kept, dropped %s, %d quarantined",
-        spec.key,
-        summary["rows_in"],
-        summary["kept"],
-        summary["dropped"],
-        summary["quarantined"],
-    )
-    return summary
+    return {**io.read_json(out / "summary.json"), "key": spec.key}  # its counts: rmcore's "cleaned" line
 
 
 @MIXTURE.task(task_run_name="mixture {config.name}")

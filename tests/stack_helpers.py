@@ -186,7 +186,7 @@ def run_deployment(
 
 
 def chromium(url: str, screenshot: Path | None = None, budget_ms: int = 20000) -> str:
-    """Load ``url`` in headless Chromium; the DOM after scripts ran (and a PNG if asked)."""
+    """Load ``url`` in headless Chromium; the DOM after scripts ran (and a PNG + the DOM beside it if asked)."""
     with tempfile.TemporaryDirectory(prefix="rmflow-chromium-") as profile:
         base = [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
                 f"--virtual-time-budget={budget_ms}"]
@@ -194,4 +194,6 @@ def chromium(url: str, screenshot: Path | None = None, budget_ms: int = 20000) -
         if screenshot is not None:
             subprocess.run([*base, f"--screenshot={screenshot}", url], check=False, capture_output=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
+    if screenshot is not None:
+        screenshot.with_suffix(".html").write_text(dom.stdout)  # beside the PNG, for reading after a failure
     return dom.stdout

@@ -128,6 +128,11 @@ def log_artifacts(run_id: str, paths: Iterable[str | Path], *, artifact_path: st
     return logged
 
 
+UI_VIEW = "?workflowType=machine_learning"
+"""Query of every MLflow UI link rmflow gives: MLflow 3.x opens in its GenAI view unless told
+(the GenAI / Model training switch is per browser; this opens the model-training one)."""
+
+
 def ui_links(run_id: str, model: tuple[str, int] | None = None) -> dict[str, str]:
     """MLflow UI links for the run (and a model version) when tracking goes to a server, else {}."""
     import mlflow
@@ -136,9 +141,9 @@ def ui_links(run_id: str, model: tuple[str, int] | None = None) -> dict[str, str
     if not base.startswith(("http://", "https://")):
         return {}
     experiment_id = client().get_run(run_id).info.experiment_id
-    links = {"run": f"{base}/#/experiments/{experiment_id}/runs/{run_id}"}
+    links = {"run": f"{base}/#/experiments/{experiment_id}/runs/{run_id}{UI_VIEW}"}
     if model is not None:
-        links["model_version"] = f"{base}/#/models/{model[0]}/versions/{model[1]}"
+        links["model_version"] = f"{base}/#/models/{model[0]}/versions/{model[1]}{UI_VIEW}"
     return links
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from data_contracts import PAIRS, QUARANTINE, RAW_MANIFEST, validate
 from rmcore import io
 from rmcore.config import ConfigError
 from rmcore.data.sources.base import CleanOptions, CleanResult
-from rmcore.data.stats import stats_row
+from rmcore.data.stats import rules_text, stats_row
 
 log = logging.getLogger(__name__)
 
@@ -271,12 +270,12 @@ def clean_downloaded(
     }
     io.write_json(summary, out_dir / "summary.json")
     log.info(
-        "cleaned %s/%s: %d in, %d kept, dropped %s, %d quarantined",
+        "cleaned %s/%s: %s in, %s kept, %s quarantined; dropped by rule: %s",
         source,
         split,
-        result.rows_in,
-        result.kept,
-        json.dumps(result.dropped),
-        result.quarantined,
+        f"{result.rows_in:,}",
+        f"{result.kept:,}",
+        f"{result.quarantined:,}",
+        rules_text(dict(sorted(result.dropped.items()))),
     )
     return summary

@@ -89,10 +89,14 @@ def total_row(rows: Iterable[Mapping], name: str = "total") -> dict:
     }
 
 
+def rules_text(dropped: Mapping[str, int]) -> str:
+    """Drops as "rule: n, rule: n" (rules that dropped nothing left out), "-" if none."""
+    return ", ".join(f"{k}: {v:,}" for k, v in dropped.items() if v) or "-"
+
+
 def dropped_text(row: Mapping) -> str:
-    """The row's drops as "rule: n, rule: n" (rules that dropped nothing left out), "-" if none."""
-    dropped = json.loads(row["dropped"])
-    return ", ".join(f"{k}: {v}" for k, v in dropped.items() if v) or "-"
+    """A stats row's drops (a JSON column) as ``rules_text``."""
+    return rules_text(json.loads(row["dropped"]))
 
 
 def stats_display_rows(rows: Iterable[Mapping]) -> list[dict]:

@@ -106,13 +106,14 @@ def prefect_api_lost(exc: BaseException) -> RuntimeError | None:
 
 def render(s: dict) -> None:
     from flows.pipeline import summary_markdown
+    from tracking.lineage import UI_VIEW
 
     out = sys.stdout
     out.write("\n" + summary_markdown(s))
     out.write(f"\nWhere to look:\n  data used:        {s['data']}\n")
     if s.get("prefect_ui"):
         out.write(f"  Prefect UI:       {s['prefect_ui']}/runs\n")
-        out.write(f"  MLflow UI:        {s['mlflow_ui']}/#/models/{s['registered']['name']}\n")
+        out.write(f"  MLflow UI:        {s['mlflow_ui']}/#/models/{s['registered']['name']}{UI_VIEW}\n")
     else:
         out.write(f"  MLflow store:     {s['tracking_uri']}\n")
     out.write(f"  MLflow run:       {s['mlflow_run_id']}\n")

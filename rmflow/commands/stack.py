@@ -65,7 +65,9 @@ def _render_status(result: dict[str, Any]) -> None:
         times = ", ".join(f"{k} {v} s" for k, v in result["startup_seconds"].items())
         out.write(f"  start-up: {times}\n")
     if result["processes"]["prefect-server"]["alive"]:
-        out.write(f"Prefect UI: {result['prefect_url']}\nMLflow UI:  {result['mlflow_url']}\n")
+        from tracking.lineage import UI_VIEW  # MLflow's model-training view, not its GenAI one
+
+        out.write(f"Prefect UI: {result['prefect_url']}\nMLflow UI:  {result['mlflow_url']}/#/{UI_VIEW}\n")
     out.write(f"home: {result['home']} (logs in {result['home']}/logs)\n")
 
 
