@@ -43,7 +43,7 @@ def test_training_on_gpu_pool_everything_else_on_cpu() -> None:
 
 def test_every_deployment_defaults_to_the_demo_recipe_which_exists() -> None:
     for name, d in DEPLOYMENTS.items():
-        assert d["parameters"]["recipe"] == "deployments/recipes/demo.yaml", name
+        assert d["parameters"]["recipe"] == "demo", name
     assert (REPO / "deployments" / "recipes" / "demo.yaml").is_file()
 
 
