@@ -1,4 +1,6 @@
-"""``rmflow eval MODEL_DIR --rewardbench PATH``: RewardBench v1 scores of a reward model.
+"""``rmflow eval MODEL_DIR --rewardbench PATH``: RewardBench v1 scores of a reward model;
+``rmflow eval --dpo POLICY [--ref REF] --rewardbench PATH``: the same with a chat LM's DPO
+implicit rewards (rmcore.evaluate.dpo).
 
 Writes ``scores.parquet`` (subset, id, score_chosen, score_rejected), the JSON summary,
 a markdown table and plots into ``--out``; prints per-subset, per-category and overall
@@ -23,7 +25,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             "mean of Chat, Chat Hard, Safety, Reasoning). Writes scores.parquet + rewardbench_summary.json."
         ),
     )
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="reward model folder (HF layout, safetensors)")
+    p.add_argument(
+        "model_dir", metavar="MODEL_DIR", nargs="?", default=None,
+        help="reward model folder (HF layout, safetensors); leave out with --dpo",
+    )
+    dpo = p.add_argument_group("DPO implicit rewards (a chat LM scored as a reward model)")
+    dpo.add_argument(
+        "--dpo", metavar="POLICY", default=None,
+        help="causal LM folder, .gguf file or alias (smollm2-135m-instruct): reward = beta * (log pi(y|x) - "
+        "log pi_ref(y|x)) over the answer's tokens",
+    )
+    dpo.add_argument("--ref", metavar="REF", default=None, help="reference model (same tokenizer); without it, reference-free")
+    dpo.add_argument(
+        "--length-rule", choices=("avg", "sum", "norm"), default="avg",
+        help="reference-free reduction of the answer's token log-probs: mean (default, as RewardBench's run_dpo.py), "
+        "sum, or minus their L2 norm; the other two are reported beside",
+    )
+    dpo.add_argument("--beta", type=float, default=1.0, help="DPO beta (scales every reward alike; default 1)")
     p.add_argument(
         "--rewardbench",
         required=True,
@@ -87,8 +105,12 @@ def run(args: argparse.Namespace) -> dict:
     from rmcore.config import from_mapping
     from rmcore.evaluate import EvalConfig, evaluate_rewardbench
 
-    if not Path(args.model_dir).is_dir():
+    if (args.model_dir is None) == (args.dpo is None):
+        raise ValueError("give a reward model folder (MODEL_DIR) or a policy (--dpo POLICY), not both or neither")
+    if args.model_dir is not None and not Path(args.model_dir).is_dir():
         raise FileNotFoundError(f"{args.model_dir}: no such model folder")
+    if args.ref and not args.dpo:
+        raise ValueError("--ref is the reference of a DPO policy: give --dpo POLICY too")
     config = from_mapping(
         EvalConfig,
         {
@@ -105,9 +127,32 @@ def run(args: argparse.Namespace) -> dict:
         },
         where="rmflow eval",
     )
+    if args.dpo:
+        return cli_result(run_dpo(args, config))
     out = Path(args.out) if args.out else _default_out(args.model_dir)
     summary = evaluate_rewardbench(args.model_dir, args.rewardbench, out, config)
     return cli_result(summary)
+
+
+def run_dpo(args: argparse.Namespace, config) -> dict:
+    """RewardBench with the DPO implicit rewards of ``--dpo`` (and ``--ref``)."""
+    from rmcore.evaluate.dpo import DpoScorer, evaluate_rewardbench_dpo, load_causal_lm
+    from rmcore.model_import import resolve_model_ref
+    from rmcore.precision import default_cache_dir
+
+    cache = default_cache_dir() / "models"
+    policy_dir = resolve_model_ref(args.dpo, cache)
+    policy, tokenizer = load_causal_lm(policy_dir)
+    reference = load_causal_lm(resolve_model_ref(args.ref, cache))[0] if args.ref else None
+    scorer = DpoScorer(
+        policy, tokenizer, reference, length_rule=args.length_rule, beta=args.beta,
+        max_length=args.max_length or min(int(getattr(tokenizer, "model_max_length", 2048) or 2048), 2048),
+        batch_size=args.batch_size,
+    )
+    out = Path(args.out) if args.out else _default_out(policy_dir)
+    return evaluate_rewardbench_dpo(
+        scorer, args.rewardbench, out, config, described={"policy": args.dpo, "reference": args.ref}
+    )
 
 
 def cli_result(summary: dict) -> dict:
@@ -129,6 +174,7 @@ def cli_result(summary: dict) -> dict:
         "missing_subsets": summary["missing_subsets"],
         "exclusions": summary["exclusions"],
         "scoring": summary["scoring"],
+        **({"dpo": summary["dpo"]} if "dpo" in summary else {}),
         "scores": summary["paths"]["scores"],
         "summary": summary["paths"]["summary"],
         "markdown": summary["paths"]["markdown"],
