@@ -42,11 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sum, or minus their L2 norm; the other two are reported beside",
     )
     dpo.add_argument("--beta", type=float, default=1.0, help="DPO beta (scales every reward alike; default 1)")
-    p.add_argument(
+    bench = p.add_mutually_exclusive_group(required=True)
+    bench.add_argument(
         "--rewardbench",
-        required=True,
         metavar="PATH",
         help="Parquet/JSONL file in the hub schema, a hub-mirror folder, or 'allenai/reward-bench' (needs --revision)",
+    )
+    bench.add_argument(
+        "--rewardbench2",
+        metavar="PATH",
+        help="RewardBench 2 instead: a Parquet file or hub-mirror folder of allenai/reward-bench-2 (split test), "
+        "or 'allenai/reward-bench-2' (pinned revision unless --revision); best-of-4, Ties formula, mean of 6 subsets",
     )
     p.add_argument("--revision", default=None, help="hub commit of allenai/reward-bench (hub loads only; default: the pinned one)")
     p.add_argument(
@@ -127,6 +133,8 @@ def run(args: argparse.Namespace) -> dict:
         },
         where="rmflow eval",
     )
+    if args.rewardbench2:
+        return run_v2(args, config)
     if args.dpo:
         return cli_result(run_dpo(args, config))
     out = Path(args.out) if args.out else _default_out(args.model_dir)
@@ -134,9 +142,9 @@ def run(args: argparse.Namespace) -> dict:
     return cli_result(summary)
 
 
-def run_dpo(args: argparse.Namespace, config) -> dict:
-    """RewardBench with the DPO implicit rewards of ``--dpo`` (and ``--ref``)."""
-    from rmcore.evaluate.dpo import DpoScorer, evaluate_rewardbench_dpo, load_causal_lm
+def dpo_scorer(args: argparse.Namespace):
+    """The DPO scorer of ``--dpo`` (and ``--ref``), and the policy's folder."""
+    from rmcore.evaluate.dpo import DpoScorer, load_causal_lm
     from rmcore.model_import import resolve_model_ref
     from rmcore.precision import default_cache_dir
 
@@ -149,10 +157,53 @@ def run_dpo(args: argparse.Namespace, config) -> dict:
         max_length=args.max_length or min(int(getattr(tokenizer, "model_max_length", 2048) or 2048), 2048),
         batch_size=args.batch_size,
     )
+    return scorer, policy_dir
+
+
+def run_dpo(args: argparse.Namespace, config) -> dict:
+    """RewardBench with the DPO implicit rewards of ``--dpo`` (and ``--ref``)."""
+    from rmcore.evaluate.dpo import evaluate_rewardbench_dpo
+
+    scorer, policy_dir = dpo_scorer(args)
     out = Path(args.out) if args.out else _default_out(policy_dir)
     return evaluate_rewardbench_dpo(
         scorer, args.rewardbench, out, config, described={"policy": args.dpo, "reference": args.ref}
     )
+
+
+def run_v2(args: argparse.Namespace, config) -> dict:
+    """RewardBench 2 with a reward model (or DPO implicit rewards): summary JSON + markdown table."""
+    from rmcore import io
+    from rmcore.evaluate.rewardbench2 import HUB_REVISION, evaluate_rewardbench2, rewardbench2_markdown
+
+    def as_conversations(pairs):
+        return [[{"role": "user", "content": p}, {"role": "assistant", "content": c}] for p, c in pairs]
+
+    if args.dpo:
+        from rmcore.evaluate.dpo import dpo_rewards
+
+        dpo, folder = dpo_scorer(args)
+
+        def scorer(pairs):
+            return dpo_rewards(dpo, as_conversations(pairs))["reward"]
+    else:
+        from rmcore.evaluate.precision import autocast_dtype, load_model_for_eval
+        from rmcore.scoring import score_conversations
+
+        model, config, _precision = load_model_for_eval(args.model_dir, config)
+        folder = args.model_dir
+
+        def scorer(pairs):
+            return score_conversations(model, as_conversations(pairs), batch_size=config.batch_size,
+                                       max_length=config.max_length, autocast_dtype=autocast_dtype(config))
+
+    summary = evaluate_rewardbench2(args.rewardbench2, scorer, revision=args.revision or HUB_REVISION)
+    out = Path(args.out) if args.out else _default_out(folder)
+    paths = {"summary": str(out / "rewardbench2_summary.json"), "markdown": str(out / "rewardbench2.md")}
+    io.write_text(rewardbench2_markdown(summary), paths["markdown"])
+    io.write_json({**summary, "model": str(args.dpo or args.model_dir), "paths": paths}, paths["summary"])
+    keep = ("benchmark", "overall", "overall_form", "subsets", "rows_scored", "complete", "missing_subsets")
+    return {**{k: summary[k] for k in keep}, **paths}
 
 
 def cli_result(summary: dict) -> dict:
