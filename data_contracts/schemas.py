@@ -157,8 +157,31 @@ RANKING_LEADERBOARD = Contract(
     ),
 )
 
+# Ranked groups for listwise training (rmcore.data.groups): one prompt, k >= 2 responses, each
+# a whole conversation ending with its answer, with its score and its rank tier (0 = best,
+# equal scores share a tier). Built from the all-pairs pairing of a source, so the listwise and
+# the pairwise model see the same prompts and responses.
+RANKED_GROUPS = Contract(
+    "ranked_groups",
+    pa.schema(
+        [
+            ("group_id", pa.string()),
+            ("source", pa.string()),
+            ("prompt", MESSAGES),
+            ("responses", pa.list_(MESSAGES)),
+            ("scores", pa.list_(pa.float64())),
+            ("tiers", pa.list_(pa.int32())),
+            ("split", pa.string()),
+        ]
+    ),
+)
+
 CONTRACTS: dict[str, Contract] = {
-    c.name: c for c in (PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, HELDOUT_SCORES, RANKING_OUTCOMES, RANKING_LEADERBOARD)
+    c.name: c
+    for c in (
+        PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, HELDOUT_SCORES,
+        RANKING_OUTCOMES, RANKING_LEADERBOARD, RANKED_GROUPS,
+    )
 }
 
 
