@@ -176,11 +176,30 @@ RANKED_GROUPS = Contract(
     ),
 )
 
+# Rated responses for multi-objective regression (rmcore.data.rated): one response per row,
+# the whole conversation ending with it, and one nullable column per rated attribute
+# (HelpSteer's 0-4 ratings; a missing rating is null and masked in the loss, never guessed).
+RATED_ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+RATED_RESPONSES = Contract(
+    "rated_responses",
+    pa.schema(
+        [
+            ("response_id", pa.string()),
+            ("source", pa.string()),
+            ("prompt", MESSAGES),
+            ("conversation", MESSAGES),
+            *[(name, pa.float64()) for name in RATED_ATTRIBUTES],
+            ("split", pa.string()),
+            ("source_row", pa.int64()),
+        ]
+    ),
+)
+
 CONTRACTS: dict[str, Contract] = {
     c.name: c
     for c in (
         PAIRS, MIXTURE, QUARANTINE, RAW_MANIFEST, SOURCE_STATS, REWARDBENCH_SCORES, HELDOUT_SCORES,
-        RANKING_OUTCOMES, RANKING_LEADERBOARD, RANKED_GROUPS,
+        RANKING_OUTCOMES, RANKING_LEADERBOARD, RANKED_GROUPS, RATED_RESPONSES,
     )
 }
 
