@@ -44,3 +44,30 @@ def test_more_trainable_layers_than_the_model_has_is_refused(tmp_path: Path) -> 
     mixture = write_mixture(tmp_path / "mix.parquet", toy_pairs(8))
     with pytest.raises(ConfigError, match="trainable_layers is 3, but llama has 2 layers"):
         train_reward_model(tiny_config(model_dir, trainable_layers=3), mixture_path=mixture, output_dir=tmp_path / "o")
+
+
+def test_master_weights_steps_keep_the_bf16_copy_equal_to_the_rounded_masters(tmp_path: Path) -> None:
+    """The master-weights engine copies only the trainable weights after a step (the frozen ones
+    never change): the working copy still equals every fp32 master rounded to bf16."""
+    from rmcore.encoding import collate_pairs
+    from rmcore.train.backbone import freeze_lower_layers, load_model
+    from rmcore.train.batching import pair_rewards
+    from rmcore.train.master_weights import MasterWeightsEngine
+
+    model_dir = build_tiny_model_dir(tmp_path / "tiny", arch="llama")
+    config = tiny_config(model_dir, trainable_layers=1, bf16=True, bf16_mode="master_weights", lr=1e-2)
+    model = load_model(config)
+    freeze_lower_layers(model, 1)
+    engine = MasterWeightsEngine(config, model.train(), total=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = collate_pairs([[5, 6, 7, 8], [9, 10]], [[11, 12, 13], [14, 15, 16, 17, 18]], pad_id=model.config.pad_token_id)
+    for _ in range(2):
+        chosen, rejected = pair_rewards(engine.module, batch).chunk(2)
+        engine.backward(-torch.nn.functional.logsigmoid(chosen - rejected).mean())
+        engine.step()
+    after = model.state_dict()
+    assert {k for k in after if not torch.equal(after[k], before[k])} == {
+        k for k, p in model.named_parameters() if p.requires_grad
+    }
+    for (name, master), work in zip(after.items(), engine.module.state_dict().values(), strict=True):
+        assert torch.equal(work, master.to(torch.bfloat16)), name

@@ -7,8 +7,8 @@
 - ``setup`` / ``backbone``: the model as training runs it (precision, attention, packed pass, engine);
 - ``engines``: plain PyTorch and DeepSpeed; ``master_weights``: bf16 compute, fp32 masters;
 - ``optim``: AdamW and the schedule; ``loss``: the Bradley-Terry loss; ``evaluation``: held-out pairs;
-- ``checkpoint``, ``distributed``, ``sinks``; CPU speed: ``packed_encoder``, ``embedding_grad``,
-  ``cpu_memory``.
+- ``checkpoint``, ``distributed``, ``sinks``; CPU speed: ``packed_encoder``, ``packed_causal``,
+  ``embedding_grad``, ``cpu_memory``, ``frozen_cache`` (frozen lower blocks run once per sequence).
 
 The names below are re-exported here, loaded on first use (``rmcore.model`` imports
 ``packed_encoder``; an eager import of ``run`` here would import ``rmcore.model`` back).

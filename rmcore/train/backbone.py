@@ -60,6 +60,11 @@ def freeze_lower_layers(model: RewardModel, trainable_layers: int | None) -> Non
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
+    """Every dropout off: ``Dropout`` modules, and the attention-probability dropout that
+    Llama-family attention reads from a float ``attention_dropout`` attribute in train mode."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        rate = getattr(module, "attention_dropout", None)
+        if isinstance(rate, (int, float)) and rate:
+            module.attention_dropout = 0.0

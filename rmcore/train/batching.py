@@ -94,6 +94,11 @@ def pair_rewards(model: torch.nn.Module, batch) -> torch.Tensor:
     # __getattr__ hands out its module's methods, and calling them skips engine.forward.
     grouped = getattr(type(model), "grouped_rewards", None)
     parts = grouped(model, inputs) if grouped is not None else [model(ids, mask) for ids, mask in inputs]
+    return in_block_order(batch, parts)
+
+
+def in_block_order(batch, parts: list[torch.Tensor]) -> torch.Tensor:
+    """The rewards of each length group of ``batch``, put back in [chosen block; rejected block] order."""
     rows = torch.cat([g.rows for g in batch.groups])
     rewards = torch.cat(parts)
     if len(batch.groups) == 1 and torch.equal(rows, torch.arange(len(rows))):

@@ -175,6 +175,13 @@ class ComputeConfig:
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     """Recompute activations in the backward pass (less memory, ~30% more compute). "auto": on
     with a GPU, off on CPU."""
+    cache_frozen: Literal["auto", "off"] = "auto"
+    """With ``backbone.trainable_layers``: keep each training sequence's hidden states after the
+    frozen lower blocks (in memory, not in checkpoints) the first time they are computed, so later
+    epochs run only the trainable top blocks (rmcore/train/frozen_cache.py). "auto": on for a
+    causal LM read at the last token, trained in one process without DeepSpeed, for more than one
+    epoch, with no dropout in the frozen blocks and the cache within the memory budget; the log
+    says which and why. Same numbers either way: the cached rows are what those blocks output."""
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,11 @@ def schedule(config: TrainConfig, lengths: list[int]) -> Iterator[tuple[int, lis
 class Loop:
     """The training loop's state; ``run`` is the loop, ``train_step`` one optimizer step."""
 
-    def __init__(self, config, engine, train_pairs, eval_pairs, sink, device, total, bf16) -> None:
+    def __init__(
+        self, config, engine, train_pairs, eval_pairs, sink, device, total, bf16, cache=None
+    ) -> None:
         self.config, self.engine, self.sink, self.device = config, engine, sink, device
+        self.cache = cache  # a rmcore.train.frozen_cache.FrozenCache, or None
         self.train_pairs, self.eval_pairs = train_pairs, eval_pairs
         self.pad_id = engine.model.tokenizer.pad_token_id
         self.total, self.bf16 = total, bf16
@@ -150,7 +153,10 @@ class Loop:
             )
             share = len(micro) / len(batch) if is_real else 0.0  # of the global batch's mean loss
             with autocast_context(self.device, self.bf16 and self.engine.autocast):
-                r_c, r_r = split_rewards(pair_rewards(self.engine.module, b))
+                if self.cache is not None:
+                    r_c, r_r = split_rewards(self.cache.rewards(self.engine.module, b, micro))
+                else:
+                    r_c, r_r = split_rewards(pair_rewards(self.engine.module, b))
             loss, m = bradley_terry_loss(
                 r_c, r_r, margin=b.margins, center_coef=cfg.loss.center_coef, hinge=cfg.loss.hinge
             )

@@ -84,17 +84,20 @@ class MasterWeightsEngine(TorchEngine):
             work.grad = None
 
     def step(self) -> float:
-        """Clip and step in fp32, then round the new master weights into the bf16 copy."""
+        """Clip and step in fp32, then round the new master weights into the bf16 copy: only the
+        trainable ones, the rest never change (SmolLM2 with ``trainable_layers: 6`` copies 21M of
+        its 135M parameters; all of them took 0.35-0.9 s per step on 2 shared cores)."""
         norm = super().step()
-        self.sync()
+        self.sync(self.pairs)
         return norm
 
     @torch.no_grad()
-    def sync(self) -> None:
-        """Copy every master weight (and buffer) into the bf16 working copy."""
-        for master, work in zip(
-            self.model.state_dict().values(), self.module.state_dict().values(), strict=True
-        ):
+    def sync(self, pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Copy master weights into the bf16 working copy: the (master, working) ``pairs``, or
+        every weight and buffer."""
+        if pairs is None:
+            pairs = list(zip(self.model.state_dict().values(), self.module.state_dict().values(), strict=True))
+        for master, work in pairs:
             work.copy_(master)
 
     def restore(self, path: Path) -> dict[str, Any]:

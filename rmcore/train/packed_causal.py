@@ -44,6 +44,18 @@ VERIFIED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
     """Why the packed causal pass cannot run ``hf`` (None when it can)."""
+    reason = last_token_reason(hf, pooling)
+    if reason is None and checkpointing_on(hf):
+        # Backward recomputes each layer after the packed forward has restored the stock
+        # attention, which would then attend across the packed sequences.
+        return "gradient checkpointing is on"
+    return reason
+
+
+def last_token_reason(hf: torch.nn.Module, pooling: str) -> str | None:
+    """Why rmflow's own calls cannot compute ``hf``'s last-token rewards (None when they can): a
+    verified causal LM from transformers (the ``model.layers`` loop, rotary positions, a pad
+    token, a one-output ``score`` head), as the packed pass and rmcore.train.frozen_cache need."""
     config = getattr(hf, "config", None)
     model_type = getattr(config, "model_type", None)
     if pooling != "last":
@@ -59,10 +71,6 @@ def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
     head = getattr(hf, "score", None)
     if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
         return f"{type(hf).__name__} has no one-output Linear head named 'score'"
-    if checkpointing_on(hf):
-        # Backward recomputes each layer after the packed forward has restored the stock
-        # attention, which would then attend across the packed sequences.
-        return "gradient checkpointing is on"
     return None
 
 
@@ -89,7 +97,7 @@ class Packing:
 
 def pack(groups: Groups) -> Packing:
     """The packed layout of right-padded (input_ids, attention_mask) groups."""
-    per_group = [_lengths(ids, mask, i) for i, (ids, mask) in enumerate(groups)]
+    per_group = [right_padded_lengths(ids, mask, i) for i, (ids, mask) in enumerate(groups)]
     lengths = torch.cat(per_group)
     widths = torch.cat(
         [torch.full_like(n, ids.shape[1]) for (ids, _), n in zip(groups, per_group, strict=True)]
@@ -124,7 +132,7 @@ def pack(groups: Groups) -> Packing:
     )
 
 
-def _lengths(ids: torch.Tensor, mask: torch.Tensor, group: int) -> torch.Tensor:
+def right_padded_lengths(ids: torch.Tensor, mask: torch.Tensor, group: int) -> torch.Tensor:
     """Real tokens per row, checking the rows are right-padded and not empty."""
     lengths = mask.sum(1, dtype=torch.long)
     right_padded = torch.arange(ids.shape[1], device=mask.device)[None, :] < lengths[:, None]
@@ -140,11 +148,17 @@ def _lengths(ids: torch.Tensor, mask: torch.Tensor, group: int) -> torch.Tensor:
 def packed_last_rewards(hf: torch.nn.Module, groups: Groups) -> list[torch.Tensor]:
     """Last-token rewards (float32) of each (input_ids, attention_mask) group, one packed pass for all."""
     packing = pack(groups)
-    base = hf.base_model
-    embeds = lookup_rows(base.get_input_embeddings(), packing.ids)[None]
+    embeds = lookup_rows(hf.base_model.get_input_embeddings(), packing.ids)[None]
+    return rewards_of_packed(hf, packing, embeds)
+
+
+def rewards_of_packed(hf: torch.nn.Module, packing: Packing, embeds: torch.Tensor) -> list[torch.Tensor]:
+    """The rewards of a packed row whose ``embeds`` ([1, tokens, hidden]) enter the first block
+    the backbone calls: the token embeddings, or, while rmcore.train.frozen_cache stands in for
+    the frozen lower blocks, the hidden states those blocks output (kept from an earlier epoch)."""
     kernel, kwargs = _kernel(hf, packing, embeds)
     with _attention(hf, kernel):
-        hidden = base(
+        hidden = hf.base_model(
             inputs_embeds=embeds, position_ids=packing.positions[None], use_cache=False, **kwargs
         ).last_hidden_state[0]
     rewards = hf.score(hidden.index_select(0, packing.last))[:, 0].float()

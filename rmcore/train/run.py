@@ -25,6 +25,7 @@ from rmcore.train.backbone import disable_dropout, freeze_lower_layers, load_mod
 from rmcore.train.checkpoint import latest_checkpoint
 from rmcore.train.config import TrainConfig
 from rmcore.train.cpu_memory import retain_freed_memory
+from rmcore.train.frozen_cache import frozen_cache
 from rmcore.train.loop import Loop
 from rmcore.train.pairs import load_mixture_pairs
 from rmcore.train.setup import make_engine, set_attention, set_packing, training_precision
@@ -135,9 +136,13 @@ def _train(
     )
     set_packing(model, config)
     engine = make_engine(config, model, total, bf16, device)
+    cache = frozen_cache(
+        config, model, train_pairs, total=total, per_epoch=per_epoch, device=device,
+        dtype=next(engine.module.parameters()).dtype, world=dist.world_size(),
+    )  # fmt: skip
     if not dist.is_main():
         sink = dist.NullSink()  # rank 0 logs the global (all-reduced) metrics
-    loop = Loop(config, engine, train_pairs, eval_pairs, sink, device, total, bf16)
+    loop = Loop(config, engine, train_pairs, eval_pairs, sink, device, total, bf16, cache=cache)
     ckpt_root = output_dir / "checkpoints"
     found = latest_checkpoint(ckpt_root, config_hash=loop.hash) if resume else None
     state = engine.restore(found) if found is not None else {"step": 0}
