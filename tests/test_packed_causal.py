@@ -187,3 +187,6 @@ def test_training_uses_the_packed_pass_and_matches_the_stock_run(tmp_path, caplo
     assert len(auto) == len(off) == 8
     assert max(abs(a - b) for a, b in zip(auto, off, strict=True)) < 1e-5
     assert auto[0] != auto[-1]  # the steps trained something
+    # the packed row has no padding; the padded run's length groups do (toy pairs differ in length)
+    assert set(sinks["auto"].series("train/padding_efficiency")) == {1.0}
+    assert all(e < 1.0 for e in sinks["off"].series("train/padding_efficiency"))

@@ -163,8 +163,9 @@ class Loop:
             self.engine.backward(loss * (share * self.world))  # ranks' gradients are averaged
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * share
-            if is_real:
-                real, processed = real + b.real_tokens, processed + b.processed_tokens
+            if is_real:  # a packed pass computes no padding: its row holds only real tokens
+                packed = getattr(self.engine.module, "packed", False) is True
+                real, processed = real + b.real_tokens, processed + (b.real_tokens if packed else b.processed_tokens)
                 self.seen_pairs += micro
         sums["grad_norm"] = self.engine.step()
         if self.world > 1:
