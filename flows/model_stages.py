@@ -109,12 +109,13 @@ def train_here(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> dic
 def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
     """Train (or reuse) the model: on ``train.work_pool`` as a train flow run when the recipe names
     one (then the task below reads its output from the cache), else in this process."""
+    child = None
     if ctx.recipe.train.work_pool:
         from flows.dispatch import train_on_pool
 
         child = train_on_pool(ctx, mixture, run_id)
     trained = train_here(ctx, mixture, run_id)
-    if ctx.recipe.train.work_pool and child:
+    if child:
         ctx.tally.record("train", "Completed")  # trained by the flow run on the pool, read from the cache here
     if run_id:
         # the final evaluation ends the curves (same keys, at the last step), not a second set

@@ -45,7 +45,7 @@ def pipeline_flow(
         failed = False
     finally:
         tracking.end_pipeline_run(run_id, failed=failed)
-    stages = ctx.tally.line(mixture_digest=data["mixture"]["digest"], mixture="mixture", train="train")
+    stages = ctx.tally.line(mixture_digest=data["mixture"]["digest"])
     get_run_logger().info("pipeline %s: %s", ctx.recipe.name, stages)
     summary = {
         "recipe": ctx.recipe.name,

@@ -166,18 +166,15 @@ def evaluate_rewardbench_dpo(
     without a reference, the overall score under each length rule is reported beside."""
     from rmcore.evaluate.config import EvalConfig
     from rmcore.evaluate.rewardbench import (
-        check_rewardbench_subsets,
+        load_checked_rewardbench,
         scores_table,
         summarize_rewardbench,
         write_rewardbench_outputs,
     )
-    from rmcore.evaluate.rewardbench_data import conversations, load_rewardbench
+    from rmcore.evaluate.rewardbench_data import conversations
 
     config = config or EvalConfig()
-    rows = load_rewardbench(
-        rewardbench_path, revision=config.hub_revision, per_subset=config.sample_per_subset, seed=config.seed
-    )
-    check_rewardbench_subsets(rows, config)
+    rows = load_checked_rewardbench(rewardbench_path, config)
     n = len(rows.frame)
     log.info("RewardBench (DPO implicit rewards, %s): scoring %d pairs from %s", form(scorer), n, rows.origin)
     start = time.perf_counter()

@@ -198,6 +198,15 @@ def check_rewardbench_subsets(rows: RewardBenchRows, config: EvalConfig) -> None
         ) from None
 
 
+def load_checked_rewardbench(rewardbench_path: str | os.PathLike[str], config: EvalConfig) -> RewardBenchRows:
+    """The RewardBench rows a config asks for (sample, revision), its subsets checked before scoring."""
+    rows = load_rewardbench(
+        rewardbench_path, revision=config.hub_revision, per_subset=config.sample_per_subset, seed=config.seed
+    )
+    check_rewardbench_subsets(rows, config)  # before the long part
+    return rows
+
+
 def evaluate_rewardbench(
     model_dir: str | os.PathLike[str],
     rewardbench_path: str | os.PathLike[str],
@@ -211,10 +220,7 @@ def evaluate_rewardbench(
     JSON summary plus ``paths`` (scores, summary, markdown, plots).
     """
     config = config or EvalConfig()
-    rows = load_rewardbench(
-        rewardbench_path, revision=config.hub_revision, per_subset=config.sample_per_subset, seed=config.seed
-    )
-    check_rewardbench_subsets(rows, config)  # before the long part
+    rows = load_checked_rewardbench(rewardbench_path, config)
     model, config, precision = load_model_for_eval(model_dir, config)
     log.info("RewardBench: scoring %d pairs from %s", len(rows.frame), rows.origin)
     c, r, facts = score_rewardbench_rows(model, rows, config)

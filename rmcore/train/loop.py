@@ -77,6 +77,7 @@ class Loop:
     ) -> None:
         self.config, self.engine, self.sink, self.device = config, engine, sink, device
         self.cache = cache  # a rmcore.train.frozen_cache.FrozenCache, or None
+        self.packed = getattr(engine.module, "packed", False) is True  # set_packing ran before
         self.train_pairs, self.eval_pairs = train_pairs, eval_pairs
         self.pad_id = engine.model.tokenizer.pad_token_id
         self.total, self.bf16 = total, bf16
@@ -164,8 +165,7 @@ class Loop:
             for k, v in m.items():
                 sums[k] = sums.get(k, 0.0) + v * share
             if is_real:  # a packed pass computes no padding: its row holds only real tokens
-                packed = getattr(self.engine.module, "packed", False) is True
-                real, processed = real + b.real_tokens, processed + (b.real_tokens if packed else b.processed_tokens)
+                real, processed = real + b.real_tokens, processed + (b.real_tokens if self.packed else b.processed_tokens)
                 self.seen_pairs += micro
         sums["grad_norm"] = self.engine.step()
         if self.world > 1:
