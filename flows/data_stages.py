@@ -111,9 +111,28 @@ def run_data_stages(ctx: RunContext) -> dict:
     heldout = {s.key: cleaned[s.key] for s in config.heldout if s.key in cleaned}
     return {
         "mixture": mixture,
+        "rated": run_rated(ctx, downloads),
         "heldout": heldout,
         "cleaned": cleaned,
         "downloads": list(downloads.values()),
         "missing": missing,
         "data": ctx.data_label,
     }
+
+
+def run_rated(ctx: RunContext, downloads: dict[Input, dict]) -> dict | None:
+    """The rated responses a regression model trains on (None unless ``train.model_type`` is regression)."""
+    from rmcore.data.rated_mixture import rated_specs
+    from tasks.rated import rated_task
+
+    if ctx.recipe.train is None or ctx.recipe.train.model_type != "regression":
+        return None
+    available = [downloads[_input(s)] for s in rated_specs(ctx.recipe.data) if _input(s) in downloads]
+    return ctx.tally.call(
+        "rated",
+        rated_task,
+        ctx.recipe.data,
+        [d["raw_dir"] for d in available],
+        [d["digest"] for d in available],
+        str(ctx.work),
+    )

@@ -261,13 +261,25 @@ def collate_pairs(
     group_overhead: int = 32,
 ) -> PairBatch:
     """Right-pad chosen + rejected sequences (chosen block first), optionally in length groups."""
-    from rmcore.train.batching import length_groups
-
     if len(chosen) != len(rejected) or not chosen:
         raise ValueError(
             f"need the same non-zero number of chosen and rejected, got {len(chosen)} and {len(rejected)}"
         )
-    seqs = [*chosen, *rejected]
+    batch = collate_sequences([*chosen, *rejected], pad_id=pad_id, max_groups=max_groups, group_overhead=group_overhead)
+    batch.num_pairs = len(chosen)
+    batch.margins = torch.as_tensor(margins, dtype=torch.float32) if margins is not None else None
+    return batch
+
+
+def collate_sequences(
+    seqs: Sequence[Sequence[int]], *, pad_id: int, max_groups: int = 1, group_overhead: int = 32
+) -> PairBatch:
+    """Right-pad any sequences (a listwise group's responses, rated responses), optionally in length
+    groups; ``rmcore.train.batching.pair_rewards`` gives their rewards in the order given."""
+    from rmcore.train.batching import length_groups
+
+    if not seqs:
+        raise ValueError("need at least one sequence to collate")
     if max_groups <= 1:
         index_groups = [list(range(len(seqs)))]
     else:
@@ -276,5 +288,4 @@ def collate_pairs(
     for idx in index_groups:
         ids, mask = _pad([seqs[i] for i in idx], pad_id)
         groups.append(SeqGroup(torch.as_tensor(idx, dtype=torch.long), ids, mask))
-    m = torch.as_tensor(margins, dtype=torch.float32) if margins is not None else None
-    return PairBatch(groups, num_pairs=len(chosen), real_tokens=sum(len(s) for s in seqs), margins=m)
+    return PairBatch(groups, num_pairs=0, real_tokens=sum(len(s) for s in seqs))

@@ -28,7 +28,7 @@ import torch
 import rmcore
 from rmcore.io import write_json
 from rmcore.train.packed_causal import packed_last_rewards
-from rmcore.train.packed_encoder import packed_mean_rewards
+from rmcore.train.packed_encoder import packed_mean_rewards, reward_columns
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,14 @@ class RewardModel(torch.nn.Module):
         self.packed = False
         """Run all length groups in one packed pass (rmcore.train.packed_encoder for "mean" pooling,
         rmcore.train.packed_causal for "last"); set by training."""
+        self.combination: torch.Tensor | None = None
+        """A multi-output head's reward: ``outputs @ combination`` (the regression model's declared
+        weights; rmcore.train.regression). None: the outputs themselves ([batch, outputs])."""
+        self.raw_outputs = False
+        """Return a multi-output head's outputs, not their combination (the regression loss reads them)."""
+        self.reward_head: dict[str, Any] | None = None
+        """What the one-output head stands for when it is not a plain reward head (a regression
+        model's folded attributes: rmcore.train.regression_eval); saved in rmflow_reward.json."""
         if pooling == "mean":
             _linear_head(hf)  # fail at load time, not at the first batch
 
@@ -93,9 +101,9 @@ class RewardModel(torch.nn.Module):
         ``packed`` set, all groups go through the backbone in one packed pass.
         """
         if self.packed and self.pooling == "last":
-            return packed_last_rewards(self.hf, groups)
+            return [self._combined(r) for r in packed_last_rewards(self.hf, groups)]
         if self.packed:
-            return packed_mean_rewards(self.hf, _linear_head(self.hf), groups)
+            return [self._combined(r) for r in packed_mean_rewards(self.hf, _linear_head(self.hf), groups)]
         if self.pooling == "last" or len(groups) == 1:
             return [self(ids, mask) for ids, mask in groups]
         flat = torch.cat([ids.reshape(-1) for ids, _ in groups])
@@ -113,7 +121,12 @@ class RewardModel(torch.nn.Module):
             rewards = _linear_head(self.hf)(pooled)
         else:
             rewards = self.hf(attention_mask=attention_mask, **inputs).logits
-        return rewards[:, 0].float()
+        return self._combined(reward_columns(rewards))
+
+    def _combined(self, rewards: torch.Tensor) -> torch.Tensor:
+        if rewards.dim() == 1 or self.raw_outputs or self.combination is None:
+            return rewards
+        return (rewards * self.combination.to(rewards)).sum(-1)  # not a matmul: autocast keeps it fp32
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
         """Rewards standardised with the saved eval-set mean/std (identity when none saved)."""
@@ -138,6 +151,7 @@ class RewardModel(torch.nn.Module):
                 "norm_stats": self.norm_stats,
                 "trust_remote_code": self.trust_remote_code,
                 "rmcore_version": rmcore.__version__,
+                **({"reward_head": self.reward_head} if self.reward_head else {}),
             },
             out / REWARD_JSON,
         )
@@ -198,6 +212,18 @@ def resolve_pooling(folder: Path | None, config: Any, saved: dict[str, Any]) -> 
     return "cls"
 
 
+def _head_labels(labels: tuple[str, ...] | None) -> dict[str, Any]:
+    if not labels:
+        return {"num_labels": 1}
+    log.info("a new %d-output head (%s)", len(labels), ", ".join(labels))
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "ignore_mismatched_sizes": True,  # a checkpoint's one-output head is replaced, on purpose
+    }
+
+
 def ensure_pad_token(tokenizer: Any, hf: torch.nn.Module) -> bool:
     """Give the model a dedicated pad token when it has none or pad == eos; True if added.
 
@@ -246,13 +272,16 @@ def load_reward_model(
     max_length: int | None = None,
     trust_remote_code: bool = False,
     dtype: torch.dtype | None = None,
+    labels: tuple[str, ...] | None = None,
 ) -> RewardModel:
     """Load any HF checkpoint (or a saved rmflow reward model) as a pad-safe ``RewardModel``.
 
     Safetensors only (a folder with only pickle weights is refused). ``trust_remote_code``
     (off unless a recipe sets it) lets a repository's own Python code run; the saved
     ``rmflow_reward.json`` records it, but loading never turns it on from that file.
-    ``max_length`` defaults to the saved value, else min(tokenizer max, 512).
+    ``max_length`` defaults to the saved value, else min(tokenizer max, 512). ``labels`` gives the
+    head one output per name (the regression model's attributes, ``model_type: regression``): a new
+    head, whatever head the checkpoint has.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -265,8 +294,8 @@ def load_reward_model(
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     hf = AutoModelForSequenceClassification.from_pretrained(
         str(name_or_path),
-        num_labels=1,
         use_safetensors=True,
+        **_head_labels(labels),
         trust_remote_code=trust_remote_code,
         dtype=dtype or torch.float32,
     )
@@ -276,7 +305,7 @@ def load_reward_model(
         tok_max = getattr(tokenizer, "model_max_length", 512) or 512
         max_length = int(saved.get("max_length") or min(tok_max, 512))
     log.info("loaded %s: pooling=%s max_length=%d", name_or_path, chosen, max_length)
-    return RewardModel(
+    model = RewardModel(
         hf,
         tokenizer,
         pooling=chosen,
@@ -286,3 +315,5 @@ def load_reward_model(
         norm_stats=saved.get("norm_stats"),
         trust_remote_code=trust_remote_code,
     )
+    model.reward_head = saved.get("reward_head")
+    return model

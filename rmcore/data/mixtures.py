@@ -1,8 +1,9 @@
 """Recipe mixture -> one materialised Parquet dataset with a digest and a lineage manifest.
 
 Deterministic for a seed: per-source subsampling (``max_pairs``) draws from a generator
-seeded by (seed, source key); the validation split is chosen by pair id, so a pair keeps
-its split whatever else is in the mixture; the final row order is a seeded permutation.
+seeded by (seed, source key); the validation split is chosen by pair id (or, with
+``validation_unit: prompt``, by prompt, so every pair and rated response of a prompt shares it),
+so a row keeps its split whatever else is in the mixture; the final row order is a seeded permutation.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +23,7 @@ import pyarrow.compute as pc
 from data_contracts import MIXTURE, validate
 from rmcore import io
 from rmcore.config import ConfigError, config_hash, to_dict
+from rmcore.data.pairing import canonical_json
 from rmcore.data.sources.base import CleanOptions, Pairing
 from rmcore.data.stats import stats_markdown, stats_row, total_row
 from rmcore.fingerprint import rmcore_fingerprint
@@ -100,13 +103,22 @@ class MixtureConfig:
     sources: tuple[SourceSpec, ...]
     seed: int = 42
     validation_fraction: float = 0.05
-    """Share of pairs (chosen by pair id) held out as split ``validation`` for training's eval."""
+    """Share of pairs held out as split ``validation`` for training's eval (see ``validation_unit``)."""
     heldout: tuple[SourceSpec, ...] = field(default_factory=tuple)
     """Test splits scored by the evaluation stage (held-out accuracy per source)."""
     require_all: bool = False
     """Fail when a source is missing instead of building from what is available."""
+    validation_unit: Literal["pair", "prompt"] = "pair"
+    """What the validation split holds out: ``pair`` (by pair id; each pair on its own) or
+    ``prompt`` (by a digest of the prompt messages: every pair of a prompt, and every rated
+    response of it (``rmcore.data.rated_mixture``), in the same split). Use ``prompt`` to compare
+    bt, listwise and regression models on the same held-out prompts."""
 
     def __post_init__(self) -> None:
+        if self.validation_unit not in ("pair", "prompt"):
+            raise ConfigError(
+                f"mixture {self.name!r}: validation_unit must be 'pair' or 'prompt', got {self.validation_unit!r}"
+            )
         if not self.sources:
             raise ConfigError(f"mixture {self.name!r}: 'sources' is empty; name at least one source")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -161,6 +173,25 @@ def _validation_mask(pair_ids: pa.ChunkedArray, fraction: float) -> np.ndarray:
     return buckets < np.uint64(fraction * 2**32)
 
 
+def prompt_validation_mask(prompts: list, fraction: float) -> np.ndarray:
+    """True where a prompt (a message list) falls in the validation share ``fraction``: the first
+    4 bytes of sha256(canonical JSON of the prompt) below ``fraction * 2**32``. The same prompt
+    always gets the same answer, in the pair mixture and in the rated mixture alike."""
+    if fraction <= 0:
+        return np.zeros(len(prompts), dtype=bool)
+    texts = [canonical_json(p) for p in prompts]
+    bucket = {t: int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) for t in set(texts)}
+    buckets = np.fromiter((bucket[t] for t in texts), dtype=np.uint64, count=len(texts))
+    return buckets < np.uint64(fraction * 2**32)
+
+
+def validation_mask(table: pa.Table, config: MixtureConfig) -> np.ndarray:
+    """The validation rows of a mixture table by the recipe's ``validation_unit``."""
+    if config.validation_unit == "prompt":
+        return prompt_validation_mask(table.column("prompt").to_pylist(), config.validation_fraction)
+    return _validation_mask(table.column("pair_id"), config.validation_fraction)
+
+
 def materialise_mixture(
     config: MixtureConfig, inputs: list[CleanedInput], out_dir: Path, *, missing: list[str] | None = None
 ) -> MixtureResult:
@@ -203,7 +234,7 @@ def materialise_mixture(
             f"mixture {config.name!r}: none of its sources is available ({', '.join(missing)})"
         )
     table = pa.concat_tables(parts, promote_options="default")
-    is_val = _validation_mask(table.column("pair_id"), config.validation_fraction)
+    is_val = validation_mask(table, config)
     table = table.set_column(
         table.schema.get_field_index("split"), "split", pa.array(np.where(is_val, "validation", "train"))
     )

@@ -13,12 +13,22 @@ from rmcore.train.config import TrainConfig
 
 
 def load_model(config: TrainConfig) -> RewardModel:
+    """The backbone with a one-output reward head, or for ``model_type: regression`` one output
+    per rated attribute, combined into the reward by the recipe's weights."""
+    from data_contracts import RATED_ATTRIBUTES
+
+    regression = config.model_type == "regression"
     model = load_reward_model(
         config.model,
         pooling=config.backbone.pooling,
         max_length=config.backbone.max_length,
         trust_remote_code=config.backbone.trust_remote_code,
+        labels=RATED_ATTRIBUTES if regression else None,
     )
+    if regression:
+        from rmcore.train.regression import combination_vector
+
+        model.combination = combination_vector(config.regression.weights)
     model.truncation = config.backbone.truncation
     model.system_prompt = config.backbone.system_prompt
     return model

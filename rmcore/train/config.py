@@ -249,6 +249,41 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class RegressionConfig:
+    """The multi-objective regression model (``model_type: regression``; ArmoRM's first stage).
+
+    One backbone, one output per rated attribute (HelpSteer's helpfulness, correctness,
+    coherence, complexity, verbosity), trained with a masked MSE; the reward is the declared
+    combination ``sum_a weights[a] * output_a`` (folded into a one-output head at export, so the
+    exported folder is a plain reward model)."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"helpfulness": 0.5, "correctness": 0.5})
+    """Weight of each attribute in the scalar reward; default mean(helpfulness, correctness), the
+    rule the recipe (seed 003) ranks HelpSteer responses by. Attributes left out weigh 0."""
+    debias_verbosity: bool = False
+    """Subtract ``lambda * verbosity output`` from the reward, lambda fitted on the training rows so
+    the reward's Spearman correlation with response length is as near 0 as it gets (ArmoRM's
+    verbosity debiasing); the correlation before and after is logged."""
+
+    def __post_init__(self) -> None:
+        from data_contracts import RATED_ATTRIBUTES
+
+        unknown = sorted(set(self.weights) - set(RATED_ATTRIBUTES))
+        if unknown:
+            raise ConfigError(
+                f"regression.weights: unknown attribute(s) {', '.join(unknown)}; use {', '.join(RATED_ATTRIBUTES)}"
+            )
+        if not any(v for v in self.weights.values()):
+            raise ConfigError("regression.weights: every weight is 0; the reward would be constant")
+        for name, value in self.weights.items():
+            if not math.isfinite(value):
+                raise ConfigError(f"regression.weights.{name} must be a finite number, got {value}")
+
+    def __hash__(self) -> int:  # a frozen config stays hashable with its weights mapping
+        return hash((tuple(sorted(self.weights.items())), self.debias_verbosity))
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """Ray Train settings for ``launcher: ray`` (``pip install 'rmflow[ray]'``)."""
 
@@ -282,6 +317,11 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    model_type: Literal["bt", "listwise", "regression"] = "bt"
+    """What the model learns from: ``bt`` pairs (Bradley-Terry), ``listwise`` whole rankings of each
+    prompt's responses regrouped from the mixture's pairs (Plackett-Luce, ``rmcore.train.listwise_loss``),
+    ``regression`` the rated responses' attributes (``regression:`` below)."""
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
     # Where training runs (PLACEMENT: not part of the cache key; the same model wherever it trains).
     work_pool: str | None = field(default=None, metadata=PLACEMENT)
     """The Prefect work pool that trains (``gpu``: the pipeline starts a flow run of the ``rmflow-train``

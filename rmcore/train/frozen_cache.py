@@ -238,6 +238,8 @@ def _off_reason(
     trainable = config.backbone.trainable_layers
     if config.compute.cache_frozen == "off":
         return "cache_frozen is off", 0
+    if config.model_type != "bt":
+        return f"the cache keeps pairs' hidden states; model_type {config.model_type} trains on other items", 0
     if trainable is None:
         return "backbone.trainable_layers is not set: every block trains", 0
     layers = transformer_layers(model.hf)

@@ -11,11 +11,9 @@ from pathlib import Path
 from rmcore.config import config_hash
 from rmcore.progress import Progress
 from rmcore.train import distributed as dist
-from rmcore.train.batching import pair_rewards, plan_global_batches, split_micro_batches
+from rmcore.train.batching import plan_global_batches, split_micro_batches
 from rmcore.train.config import TrainConfig
 from rmcore.train.evaluation import autocast_context, evaluate_pairs
-from rmcore.train.loss import bradley_terry_loss, split_rewards
-from rmcore.train.pairs import collate_micro_batch, to_device
 
 log = logging.getLogger(__name__)
 
@@ -72,30 +70,36 @@ def schedule(config: TrainConfig, lengths: list[int]) -> Iterator[tuple[int, lis
 class Loop:
     """The training loop's state; ``run`` is the loop, ``train_step`` one optimizer step."""
 
-    def __init__(
-        self, config, engine, train_pairs, eval_pairs, sink, device, total, bf16, cache=None
-    ) -> None:
+    def __init__(self, config, engine, objective, eval_pairs, sink, device, total, bf16) -> None:
         self.config, self.engine, self.sink, self.device = config, engine, sink, device
-        self.cache = cache  # a rmcore.train.frozen_cache.FrozenCache, or None
-        self.packed = getattr(engine.module, "packed", False) is True  # set_packing ran before
-        self.train_pairs, self.eval_pairs = train_pairs, eval_pairs
+        self.objective = objective  # a rmcore.train.objectives objective: pairs, rankings or rated responses
+        self.eval_pairs = eval_pairs
         self.pad_id = engine.model.tokenizer.pad_token_id
         self.total, self.bf16 = total, bf16
         self.hash = config_hash(config)
-        self.lengths = [len(c) + len(r) for c, r in zip(train_pairs.chosen, train_pairs.rejected)]
+        self.lengths = objective.lengths
         self.totals, self.window, self.progress_window = Window(), Window(), Window()
         self.last_train: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
         self.cpu_seconds = 0.0  # process CPU time of the steps (less sensitive to a shared CPU)
         self.rank, self.world = dist.rank(), dist.world_size()
-        self.seen_pairs: list[int] = []  # pair indices this rank trained on
-        self.data_stats = {
-            "train_pairs": len(train_pairs),
-            "eval_pairs": len(eval_pairs),
-            "sequences_truncated": train_pairs.truncated + eval_pairs.truncated,
-            "pairs_dropped": train_pairs.dropped + eval_pairs.dropped,
-        }
-        log.info("training %d steps on %d pairs (%s)", total, len(train_pairs), self.data_stats)
+        self.seen_pairs: list[int] = []  # item indices (pairs, rankings, responses) this rank trained on
+        self.data_stats = {**objective.stats, "eval_pairs": len(eval_pairs)}
+        if objective.kind == "bt":
+            train_pairs = objective.items
+            self.data_stats |= {
+                "sequences_truncated": train_pairs.truncated + eval_pairs.truncated,
+                "pairs_dropped": train_pairs.dropped + eval_pairs.dropped,
+            }
+        else:
+            self.data_stats |= {k: v for k, v in objective.items.stats.items() if k.endswith("dropped")}
+        log.info(
+            "training %d steps on %d %s items (%s)",
+            total,
+            len(objective.lengths),
+            objective.kind,
+            self.data_stats,
+        )
 
     def run(self, start: int, ckpt_root: Path) -> None:
         cfg = self.config
@@ -148,24 +152,14 @@ class Loop:
         micros = split_micro_batches(batch, self.lengths, cfg.batching.micro_batch)
         pad_to = getattr(self.engine, "micro_steps", None)
         for micro, is_real in dist.shard_micro_batches(micros, self.rank, self.world, pad_to=pad_to):
-            b = to_device(
-                collate_micro_batch(self.train_pairs, micro, self.pad_id, cfg.batching.max_groups, cfg.batching.group_overhead),
-                self.device,
-            )
             share = len(micro) / len(batch) if is_real else 0.0  # of the global batch's mean loss
-            with autocast_context(self.device, self.bf16 and self.engine.autocast):
-                if self.cache is not None:
-                    r_c, r_r = split_rewards(self.cache.rewards(self.engine.module, b, micro))
-                else:
-                    r_c, r_r = split_rewards(pair_rewards(self.engine.module, b))
-            loss, m = bradley_terry_loss(
-                r_c, r_r, margin=b.margins, center_coef=cfg.loss.center_coef, hinge=cfg.loss.hinge
-            )
-            self.engine.backward(loss * (share * self.world))  # ranks' gradients are averaged
-            for k, v in m.items():
+            autocast = autocast_context(self.device, self.bf16 and self.engine.autocast)
+            out = self.objective.micro_loss(self.engine.module, micro, autocast)  # the forward runs under it
+            self.engine.backward(out.loss * (share * self.world))  # ranks' gradients are averaged
+            for k, v in out.metrics.items():
                 sums[k] = sums.get(k, 0.0) + v * share
-            if is_real:  # a packed pass computes no padding: its row holds only real tokens
-                real, processed = real + b.real_tokens, processed + (b.real_tokens if self.packed else b.processed_tokens)
+            if is_real:
+                real, processed = real + out.real, processed + out.processed
                 self.seen_pairs += micro
         sums["grad_norm"] = self.engine.step()
         if self.world > 1:

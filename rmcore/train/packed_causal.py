@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from rmcore.train.embedding_grad import lookup_rows
-from rmcore.train.packed_encoder import checkpointing_on
+from rmcore.train.packed_encoder import checkpointing_on, reward_columns
 
 Groups = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -161,7 +161,7 @@ def rewards_of_packed(hf: torch.nn.Module, packing: Packing, embeds: torch.Tenso
         hidden = hf.base_model(
             inputs_embeds=embeds, position_ids=packing.positions[None], use_cache=False, **kwargs
         ).last_hidden_state[0]
-    rewards = hf.score(hidden.index_select(0, packing.last))[:, 0].float()
+    rewards = reward_columns(hf.score(hidden.index_select(0, packing.last)))
     return list(rewards[packing.slots].split(packing.sizes))
 
 

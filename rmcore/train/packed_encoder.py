@@ -118,6 +118,13 @@ def _layer(
     return layer.output(layer.intermediate(attended), attended)
 
 
+def reward_columns(logits: torch.Tensor) -> torch.Tensor:
+    """A head's outputs as rewards (float32): [n] for a one-output head, [n, outputs] for a
+    multi-output one (the regression model's attributes, ``RewardModel`` combines them)."""
+    logits = logits.float()
+    return logits[:, 0] if logits.shape[1] == 1 else logits
+
+
 def packed_mean_rewards(hf: torch.nn.Module, head: torch.nn.Linear, groups: Groups) -> list[torch.Tensor]:
     """Mean-pooled rewards (float32) of each (input_ids, attention_mask) group, one pass for all."""
     base = hf.base_model
@@ -133,5 +140,5 @@ def packed_mean_rewards(hf: torch.nn.Module, head: torch.nn.Linear, groups: Grou
         hidden = part.view(batch, length, -1)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled.append((hidden * m).sum(1) / m.sum(1).clamp(min=1.0))
-    rewards = head(torch.cat(pooled))[:, 0].float()
+    rewards = reward_columns(head(torch.cat(pooled)))
     return list(rewards.split([s[0] for s in shapes]))

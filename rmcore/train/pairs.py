@@ -20,8 +20,17 @@ def load_mixture_pairs(
     config: TrainConfig, mixture_path: Path, tokenizer: Any
 ) -> tuple[EncodedPairs, EncodedPairs]:
     """Encode the mixture's train rows and held-out rows (split == eval_split, else a seeded share)."""
+    train, held = mixture_rows(config, mixture_path)
+    return encode_rows(config, tokenizer, train), encode_rows(config, tokenizer, held)
+
+
+MIXTURE_COLUMNS = ("source", "prompt", "chosen", "rejected", "chosen_score", "rejected_score", "split")
+
+
+def mixture_rows(config: TrainConfig, mixture_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The mixture's train rows and held-out rows (split == eval_split, else a seeded share of train)."""
     table = read_table(mixture_path, "mixture")
-    rows = table.select(["chosen", "rejected", "chosen_score", "rejected_score", "split"]).to_pylist()
+    rows = table.select(list(MIXTURE_COLUMNS)).to_pylist()
     train = [r for r in rows if r["split"] == "train"]
     held = [r for r in rows if r["split"] == config.evaluation.split]
     other = len(rows) - len(train) - len(held)
@@ -37,10 +46,11 @@ def load_mixture_pairs(
         raise ValueError(
             f"{mixture_path}: no rows with split == 'train'; rebuild the mixture or check its recipe"
         )
-    return _encode(config, tokenizer, train), _encode(config, tokenizer, held)
+    return train, held
 
 
-def _encode(config: TrainConfig, tokenizer: Any, rows: list[dict[str, Any]]) -> EncodedPairs:
+def encode_rows(config: TrainConfig, tokenizer: Any, rows: list[dict[str, Any]]) -> EncodedPairs:
+    """Mixture rows as encoded pairs (margins from the score gap when the loss asks)."""
     margins = None
     if config.loss.margin == "score_gap":
         margins = [
