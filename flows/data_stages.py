@@ -8,9 +8,11 @@ from prefect.logging import get_run_logger
 from flows.context import RunContext
 from rmcore import io
 from rmcore.data.mixtures import SourceSpec
+from rmcore.data.rated_mixture import rated_specs
 from rmcore.data.stages import source_fingerprint
 from rmcore.data.stats import stats_display_rows, stats_markdown
 from tasks.data import clean_task, download_task, mixture_task
+from tasks.rated import rated_task
 
 Input = tuple[str, str, tuple[str, ...] | None]
 """What one download reads: (source, split, the recipe entry's ``files`` or None for the hub layout)."""
@@ -79,7 +81,9 @@ def run_mixture(ctx: RunContext, cleaned: dict[str, dict], missing: list[str]) -
     config = ctx.recipe.data
     inputs = [cleaned[s.key] for s in config.sources if s.key in cleaned]
     lacking = [s.key for s in config.sources if s.key not in cleaned]
-    mixture = ctx.tally.call("mixture", mixture_task, config, inputs, [c["digest"] for c in inputs], lacking, str(ctx.work))
+    mixture = ctx.tally.call(
+        "mixture", mixture_task, config, inputs, [c["digest"] for c in inputs], lacking, str(ctx.work)
+    )
     publish_stats(ctx, mixture)
     return mixture
 
@@ -88,7 +92,9 @@ def publish_stats(ctx: RunContext, mixture: dict) -> None:
     rows = io.read_json(mixture["stats"])
     key = f"stats-{ctx.recipe.name}".lower().replace("_", "-")
     create_table_artifact(
-        key=key, table=stats_display_rows(rows), description=f"Dataset stats, mixture {ctx.recipe.name}; data: {ctx.data_label}"
+        key=key,
+        table=stats_display_rows(rows),
+        description=f"Dataset stats, mixture {ctx.recipe.name}; data: {ctx.data_label}",
     )
     note = f"\n**Data:** {ctx.data_label}\n\n**Mixture digest:** `{mixture['digest']}`\n"
     if mixture["missing"]:
@@ -122,9 +128,6 @@ def run_data_stages(ctx: RunContext) -> dict:
 
 def run_rated(ctx: RunContext, downloads: dict[Input, dict]) -> dict | None:
     """The rated responses a regression model trains on (None unless ``train.model_type`` is regression)."""
-    from rmcore.data.rated_mixture import rated_specs
-    from tasks.rated import rated_task
-
     if ctx.recipe.train is None or ctx.recipe.train.model_type != "regression":
         return None
     available = [downloads[_input(s)] for s in rated_specs(ctx.recipe.data) if _input(s) in downloads]

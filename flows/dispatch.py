@@ -37,9 +37,14 @@ class DispatchError(RuntimeError):
     """The train flow run on the work pool could not start, failed, or timed out."""
 
 
-def cached_model_dir(ctx: RunContext, mixture: dict) -> bool:
+def cached_model_dir(ctx: RunContext, mixture: dict, rated: dict | None = None) -> bool:
     """Whether the train stage's output for this config and mixture is complete in the work dir."""
-    inputs = {"train": ctx.recipe.train, "mixture_digest": mixture["digest"], "work": str(ctx.work)}
+    inputs = {
+        "train": ctx.recipe.train,
+        "mixture_digest": mixture["digest"],
+        "rated_digest": rated["digest"] if rated else None,
+        "work": str(ctx.work),
+    }
     return is_usable(TRAIN.output_dir(inputs), TRAIN.intact)
 
 
@@ -65,13 +70,19 @@ def flow_run_link(flow_run_id: Any) -> str:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else f"flow run id {flow_run_id}"
 
 
-def train_on_pool(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> str | None:
+def train_on_pool(
+    ctx: RunContext, mixture: dict, mlflow_run_id: str | None, rated: dict | None = None
+) -> str | None:
     """Run the train stage on ``ctx.recipe.train.work_pool`` unless its output is cached; returns
     the child flow run's id (None on a cache hit). Raises DispatchError if it does not complete."""
     train = ctx.recipe.train
     logger = get_run_logger()
-    if cached_model_dir(ctx, mixture):
-        logger.info("train stage cached for mixture %s: no flow run on pool %r", mixture["digest"][:16], train.work_pool)
+    if cached_model_dir(ctx, mixture, rated):
+        logger.info(
+            "train stage cached for mixture %s: no flow run on pool %r",
+            mixture["digest"][:16],
+            train.work_pool,
+        )
         return None
     name = train_deployment(train.work_pool)
     parameters = {
@@ -81,6 +92,8 @@ def train_on_pool(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> 
         "mixture_path": mixture["path"],
         "mixture_digest": mixture["digest"],
         "mlflow_run_id": mlflow_run_id or "",
+        "rated_path": rated["path"] if rated else "",
+        "rated_digest": rated["digest"] if rated else "",
     }
     child = run_deployment(name, parameters=parameters, timeout=0, as_subflow=True, tags=["rmflow", "train"])
     link = flow_run_link(child.id)

@@ -16,7 +16,7 @@ def mixture_flow(
     """download -> clean -> mixture; publishes the dataset stats table as an artifact.
 
     Args:
-        recipe: A shipped recipe by name (demo, v1, v2, v3, v4, smollm2-cpu) or the path of a
+        recipe: A shipped recipe by name (demo, v1-v4, smollm2-cpu, helpsteer-bt|listwise|regression) or the path of a
             recipe YAML (deployments/recipes/*.yaml shows the form).
         data_dir: Where the preference data comes from: a hub-mirror folder (e.g. ../shared/data),
             or "hub" for the Hugging Face hub at pinned revisions. Empty: $RMFLOW_DATA_DIR, else

@@ -11,12 +11,13 @@ import tracking
 from flows.context import RunContext
 from rmcore import io
 from rmcore.config import config_hash
-from rmcore.evaluate.headline import detail_tables, headline_metrics
+from rmcore.evaluate.headline import detail_tables, headline_metrics, regression_attribute_rows
 from rmcore.precision import Precision
 from tasks.evaluate import evaluate_task
 from tasks.ranking import leaderboard_task
 from tasks.register import register_task
 from tasks.train import train_task
+from tracking.registry import TAG_MODEL_TYPE
 
 TRUST_TAG = "rmflow.trust_remote_code"
 """Run and model-version tag: "true" when the recipe let the backbone's own Python code run."""
@@ -52,6 +53,7 @@ def start_tracking(ctx: RunContext, flow_run_id: str, flow_run_name: str, data: 
             "rmflow.data": ctx.data_label,
             "rmflow.prefect_flow_run": flow_run_id,
             TRUST_TAG: trust_remote_code(ctx),
+            **({TAG_MODEL_TYPE: ctx.recipe.train.model_type} if ctx.recipe.train is not None else {}),
         },
     )
     tracking.log_params(
@@ -94,34 +96,52 @@ def publish_run_link(ctx: RunContext, run_id: str) -> None:
     """The MLflow run's link, before training starts: its curves fill in while the model trains."""
     links = tracking.ui_links(run_id)
     if links:
-        get_run_logger().info("MLflow run: %s (training curves appear there as the model trains)", links["run"])
+        get_run_logger().info(
+            "MLflow run: %s (training curves appear there as the model trains)", links["run"]
+        )
         create_link_artifact(
-            key=f"mlflow-run-{ctx.recipe.name}".lower(), link=links["run"], link_text="MLflow run",
+            key=f"mlflow-run-{ctx.recipe.name}".lower(),
+            link=links["run"],
+            link_text="MLflow run",
             description="The pipeline's MLflow run: params, metrics (live while training), lineage, evaluation",
         )
 
 
-def train_here(ctx: RunContext, mixture: dict, mlflow_run_id: str | None) -> dict:
-    """The train task in this flow run (it launches N ranks itself when the recipe asks)."""
-    return ctx.tally.call("train", train_task, ctx.recipe.train, mixture["path"], mixture["digest"], str(ctx.work), mlflow_run_id=mlflow_run_id)
+def train_here(ctx: RunContext, mixture: dict, mlflow_run_id: str | None, rated: dict | None = None) -> dict:
+    """The train task in this flow run (it launches N ranks itself when the recipe asks); a
+    regression model also reads the rated mixture (``rated``: its path and digest)."""
+    return ctx.tally.call(
+        "train", train_task, ctx.recipe.train, mixture["path"], mixture["digest"], str(ctx.work),
+        mlflow_run_id=mlflow_run_id, rated_path=rated["path"] if rated else None,
+        rated_digest=rated["digest"] if rated else None,
+    )  # fmt: skip
 
 
-def run_train(ctx: RunContext, mixture: dict, run_id: str | None) -> dict:
+def run_train(ctx: RunContext, mixture: dict, run_id: str | None, rated: dict | None = None) -> dict:
     """Train (or reuse) the model: on ``train.work_pool`` as a train flow run when the recipe names
     one (then the task below reads its output from the cache), else in this process."""
     child = None
     if ctx.recipe.train.work_pool:
         from flows.dispatch import train_on_pool
 
-        child = train_on_pool(ctx, mixture, run_id)
-    trained = train_here(ctx, mixture, run_id)
+        child = train_on_pool(ctx, mixture, run_id, rated)
+    trained = train_here(ctx, mixture, run_id, rated)
     if child:
-        ctx.tally.record("train", "Completed")  # trained by the flow run on the pool, read from the cache here
+        ctx.tally.record(
+            "train", "Completed"
+        )  # trained by the flow run on the pool, read from the cache here
     if run_id:
         # the final evaluation ends the curves (same keys, at the last step), not a second set
         tracking.log_metrics(run_id, trained["metrics"], step=int(trained.get("steps") or 0))
         if trained.get("precision"):
-            tracking.log_params(run_id, Precision.from_dict(trained["precision"]).as_params(), prefix="train.")
+            tracking.log_params(
+                run_id, Precision.from_dict(trained["precision"]).as_params(), prefix="train."
+            )
+        if trained.get("regression"):  # the attributes' held-out correlations, as a table
+            rows = regression_attribute_rows(trained["regression"])
+            tracking.log_tables(
+                run_id, {"tables/regression_attributes.json": {k: [r[k] for r in rows] for k in rows[0]}}
+            )
     return trained
 
 
@@ -148,7 +168,9 @@ def run_evaluate(ctx: RunContext, trained: dict, heldout: dict[str, dict], run_i
             key=f"rewardbench-{ctx.recipe.name}".lower(),
             markdown=(rb_dir / "rewardbench.md").read_text() + f"\n\nData: {ctx.data_label}\n",
             description=(
-                f"RewardBench, overall {rb['overall']:.2f}" if rb["overall"] is not None else "RewardBench (incomplete)"
+                f"RewardBench, overall {rb['overall']:.2f}"
+                if rb["overall"] is not None
+                else "RewardBench (incomplete)"
             ),
         )
     if run_id:
@@ -174,6 +196,7 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
         "rmflow.git_revision": tracking.git_revision() or "unknown",
         "rmflow.data": ctx.data_label,
         TRUST_TAG: trust_remote_code(ctx),
+        TAG_MODEL_TYPE: ctx.recipe.train.model_type,
     }
     if mixture:
         tags["rmflow.mixture_digest"] = mixture["digest"]
@@ -187,6 +210,7 @@ def run_register(ctx: RunContext, trained: dict, evaluated: dict, mixture: dict 
         tags=tags,
         rewardbench_overall=overall,
         promote=ctx.recipe.register.promote and overall is not None,
+        model_type=ctx.recipe.train.model_type,
     )
     reused = registered.get("reused_run")
     if not registered["created"] and reused and reused != run_id:

@@ -15,7 +15,13 @@ from flows.naming import run_name
 from rmcore.recipe import require_train
 
 
-@flow(name="rmflow-pipeline", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
+@flow(
+    name="rmflow-pipeline",
+    flow_run_name=run_name,
+    log_prints=True,
+    persist_result=False,
+    result_serializer="json",
+)
 def pipeline_flow(
     recipe: str = "demo",
     data_dir: str = "",
@@ -24,7 +30,7 @@ def pipeline_flow(
     """Turn a recipe's preference data into a registered, RewardBench-scored reward model.
 
     Args:
-        recipe: A shipped recipe by name (demo, v1, v2, v3, v4, smollm2-cpu) or the path of a
+        recipe: A shipped recipe by name (demo, v1-v4, smollm2-cpu, helpsteer-bt|listwise|regression) or the path of a
             recipe YAML (deployments/recipes/*.yaml shows the form).
         data_dir: Where the preference data comes from: a hub-mirror folder (e.g. ../shared/data),
             or "hub" for the Hugging Face hub at pinned revisions. Empty: $RMFLOW_DATA_DIR, else
@@ -38,7 +44,7 @@ def pipeline_flow(
     run_id = start_tracking(ctx, str(flow_run.get_id() or "local"), str(flow_run.get_name() or "local"), data)
     failed = True
     try:
-        trained = run_train(ctx, data["mixture"], run_id)
+        trained = run_train(ctx, data["mixture"], run_id, data.get("rated"))
         evaluated = run_evaluate(ctx, trained, data["heldout"], run_id)
         registered = run_register(ctx, trained, evaluated, data["mixture"], run_id)
         boards = run_leaderboards(ctx, data, run_id)
@@ -49,6 +55,7 @@ def pipeline_flow(
     get_run_logger().info("pipeline %s: %s", ctx.recipe.name, stages)
     summary = {
         "recipe": ctx.recipe.name,
+        "model_type": ctx.recipe.train.model_type,
         "stages": {"line": stages, "recomputed": ctx.tally.recomputed, "cached": ctx.tally.cached},
         "data": ctx.data_label,
         "missing": data["missing"],
@@ -95,7 +102,8 @@ def summary_markdown(s: dict) -> str:
         ]
     reg = s["registered"]
     lines += [
-        f"- registered `{reg['model_uri']}`; champion: v{reg['champion']}",
+        (f"- registered `{reg['model_uri']}` ({s.get('model_type', 'bt')}); "
+        f"{reg.get('champion_alias', 'champion')}: v{reg['champion']}"),
         f"- MLflow run [{s['mlflow_run_id']}]({reg['links']['run']})"
         if reg.get("links")
         else f"- MLflow run `{s['mlflow_run_id']}`",

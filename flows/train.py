@@ -15,7 +15,13 @@ from rmcore import io
 from rmcore.recipe import require_train
 
 
-@flow(name="rmflow-train", flow_run_name=run_name, log_prints=True, persist_result=False, result_serializer="json")
+@flow(
+    name="rmflow-train",
+    flow_run_name=run_name,
+    log_prints=True,
+    persist_result=False,
+    result_serializer="json",
+)
 def train_flow(
     recipe: str = "demo",
     data_dir: str = "",
@@ -23,11 +29,13 @@ def train_flow(
     mixture_path: str = "",
     mixture_digest: str = "",
     mlflow_run_id: str = "",
+    rated_path: str = "",
+    rated_digest: str = "",
 ) -> dict:
     """Train the recipe's reward model (here: this flow run is where training runs).
 
     Args:
-        recipe: A shipped recipe by name (demo, v1, v2, v3, v4, smollm2-cpu) or the path of a
+        recipe: A shipped recipe by name (demo, v1-v4, smollm2-cpu, helpsteer-bt|listwise|regression) or the path of a
             recipe YAML (deployments/recipes/*.yaml shows the form).
         data_dir: Where the preference data comes from: a hub-mirror folder (e.g. ../shared/data),
             or "hub" for the Hugging Face hub at pinned revisions. Empty: $RMFLOW_DATA_DIR, else
@@ -40,14 +48,19 @@ def train_flow(
         mixture_digest: The digest the pipeline recorded for mixture_path; checked here before
             training (empty: not checked).
         mlflow_run_id: Log the training curves to this MLflow run (the pipeline's). Empty: none.
+        rated_path: With mixture_path, for a regression recipe: the rated-responses Parquet the
+            pipeline built (its digest in rated_digest, checked before training).
+        rated_digest: The digest the pipeline recorded for rated_path.
     """
     ctx = resolve(recipe, data_dir, work_dir)
     require_train(ctx.recipe)  # before any data stage runs
     if mixture_path:
         mixture = {"path": mixture_path, "digest": _readable_mixture(mixture_path, mixture_digest, ctx.work)}
+        rated = {"path": rated_path, "digest": rated_digest} if rated_path else None
     else:
-        mixture = run_data_stages(ctx)["mixture"]
-    return train_here(ctx, mixture, mlflow_run_id or None)
+        data = run_data_stages(ctx)
+        mixture, rated = data["mixture"], data.get("rated")
+    return train_here(ctx, mixture, mlflow_run_id or None, rated)
 
 
 def _readable_mixture(path: str, digest: str | None, work: Path) -> str:

@@ -138,11 +138,31 @@ def recipe_from_mapping(
     if raw.get("train") is not None:
         raw["train"] = check_train_paths(raw["train"], f"{where}.train", roots or allowed_roots())
     recipe = from_mapping(Recipe, raw, where=where)  # train -> TrainConfig, eval -> EvalConfig
+    if recipe.train is not None and recipe.train.model_type == "regression":
+        _check_regression_data(recipe.data, where)
     if not recipe.register.model_name.strip():
         raise ConfigError(
             f"{where}.register.model_name: must not be empty (the MLflow registered model name)"
         )
     return recipe
+
+
+def _check_regression_data(data: MixtureConfig, where: str) -> None:
+    """A regression model trains on rated responses and is scored on the held-out pairs: it needs
+    a rated source, and the held-out pairs' prompts held out of its training responses too."""
+    from rmcore.data.rated_mixture import RATED_SOURCES, rated_specs
+
+    if not rated_specs(data):
+        raise ConfigError(
+            f"{where}.train.model_type: regression trains on rated responses, and none of data.sources is "
+            f"rated; add one of: {', '.join(RATED_SOURCES)} (e.g. {{source: helpsteer, pairing: all-pairs}})"
+        )
+    if data.validation_unit != "prompt":
+        raise ConfigError(
+            f"{where}.data.validation_unit: model_type regression needs `prompt` (it is {data.validation_unit!r}): "
+            "the rated responses are held out by prompt, so the held-out pairs must be too, or the model "
+            "is scored on pairs of prompts it trained on"
+        )
 
 
 def require_train(recipe: Recipe) -> Recipe:

@@ -54,11 +54,13 @@ def register_task(
     rewardbench_overall: float | None,
     promote: bool,
     model_digest: str | None = None,
+    model_type: str = "bt",
 ) -> dict:
     """Register a model version (alias ``candidate``); promote to ``champion`` through the gate.
 
     ``model_digest``: the content digest the model was trained and evaluated with; a folder
-    that no longer has it is refused (its scores are not its own), never registered."""
+    that no longer has it is refused (its scores are not its own), never registered.
+    ``model_type``: the gate compares like with like (``registry.champion_alias``)."""
     logger = get_run_logger()
     digest = registry.model_dir_digest(model_dir)
     if model_digest is not None and digest != model_digest:
@@ -92,12 +94,15 @@ def register_task(
         # A rerun reusing a registered model: the gate decided when it was registered, and a
         # registry's past does not change (no tag of the version or of its run is rewritten).
         result["gate"] = {**past.to_dict(), "reused": True}
-        logger.info("champion gate: decided when v%d was registered (%s); not decided again", version, past.reason)
+        logger.info(
+            "champion gate: decided when v%d was registered (%s); not decided again", version, past.reason
+        )
     elif promote:
-        decision = registry.promote_if_better(name, version, score)
+        decision = registry.promote_if_better(name, version, score, model_type)
         result["gate"] = decision.to_dict()
         logger.info("champion gate: %s", decision.reason)
     if not created:
         result["reused_run"] = registry.version_run(name, version)
-    result["champion"] = registry.current_champion(name)
+    result["champion"] = registry.current_champion(name, model_type)
+    result["champion_alias"] = registry.champion_alias(model_type)
     return result

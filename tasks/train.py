@@ -31,7 +31,7 @@ def resolve_model_ref(model: str, cache_root: str | os.PathLike[str] | None = No
 
 TRAIN = Stage(
     "train",
-    key_params=("train", "mixture_digest", "work"),
+    key_params=("train", "mixture_digest", "rated_digest", "work"),
     folder=lambda p: "models",
     code=("rmcore.train.run",),
     intact=integrity.intact_except_deep(("checkpoints/",)),  # resume state: checked when resumed from
@@ -45,9 +45,16 @@ TRAIN = Stage(
     retry_condition_fn=integrity.retry_unless_input_changed,  # a changed mixture stays changed
 )
 def train_task(
-    train: TrainConfig, mixture_path: str, mixture_digest: str, work: str, mlflow_run_id: str | None = None
+    train: TrainConfig,
+    mixture_path: str,
+    mixture_digest: str,
+    work: str,
+    mlflow_run_id: str | None = None,
+    rated_path: str | None = None,
+    rated_digest: str | None = None,
 ) -> dict:
-    """Train the Bradley-Terry reward model; returns the model folder, its digest and metrics.
+    """Train the reward model (``train.model_type``); returns the model folder, its digest and metrics.
+    A regression model also reads the rated mixture (``rated_path``, in the key by its digest).
 
     Keyed by the config's content (every field, defaults included), so two recipes whose train
     sections differ only by spelling out a default share one model. Where it trains (``processes``,
@@ -60,9 +67,16 @@ def train_task(
         if not is_usable(final, TRAIN.intact):
             if is_complete(final):
                 set_aside(final)  # damaged since it was published: retrained, never served
-            integrity.check_table(mixture_path, mixture_digest, command="rmflow mix RECIPE", contract="mixture")
+            integrity.check_table(
+                mixture_path, mixture_digest, command="rmflow mix RECIPE", contract="mixture"
+            )
+            if rated_path is not None:
+                integrity.check_table(
+                    rated_path, rated_digest, command="rmflow run RECIPE", contract="rated_responses"
+                )
             partial = final.parent / f"{key}.partial"
-            result = _train(config, Path(mixture_path), partial, mlflow_run_id, logger)
+            rated = Path(rated_path) if rated_path else None
+            result = _train(config, Path(mixture_path), partial, mlflow_run_id, logger, rated)
             summary = {
                 "key": key,
                 "config_hash": config_hash(config),
@@ -71,13 +85,17 @@ def train_task(
                 "model_subdir": os.path.relpath(result["model_dir"], partial),
                 "precision": result.get("precision", {}),
                 "model_digest": _model_digest(result["model_dir"]),
+                "model_type": config.model_type,
+                "regression": result.get("regression") or {},
             }
             io.write_json(summary, partial / "train_summary.json")
             mark_complete(partial)
             os.replace(partial, final)
     summary = io.read_json(final / "train_summary.json")
     model_dir = final / summary["model_subdir"]
-    shown = "  ".join(f"{k} {v:.4g}" for k, v in sorted(summary["metrics"].items()) if isinstance(v, (int, float)))
+    shown = "  ".join(
+        f"{k} {v:.4g}" for k, v in sorted(summary["metrics"].items()) if isinstance(v, (int, float))
+    )
     logger.info("reward model at %s (%d steps): %s", model_dir, summary["steps"], shown)
     return {
         "model_dir": str(model_dir),
@@ -87,6 +105,8 @@ def train_task(
         "steps": summary["steps"],
         "config_hash": summary["config_hash"],
         "precision": summary.get("precision", {}),
+        "model_type": summary.get("model_type", "bt"),
+        "regression": summary.get("regression", {}),
     }
 
 
@@ -97,7 +117,14 @@ def _model_digest(model_dir: str | os.PathLike[str]) -> str:
     return model_dir_digest(model_dir)
 
 
-def _train(config: TrainConfig, mixture: Path, out: Path, mlflow_run_id: str | None, logger) -> dict:
+def _train(
+    config: TrainConfig,
+    mixture: Path,
+    out: Path,
+    mlflow_run_id: str | None,
+    logger,
+    rated: Path | None = None,
+) -> dict:
     """Train into ``out`` in this process, in N torchrun ranks, or on Ray Train workers; rank 0's
     result as a dict (model_dir, steps, metrics, precision)."""
     from rmcore.train.launch import launch_torchrun, resolve_processes
@@ -107,12 +134,14 @@ def _train(config: TrainConfig, mixture: Path, out: Path, mlflow_run_id: str | N
         from rmcore.train.ray_launch import launch_ray
 
         return launch_ray(
-            config, mixture, out, processes=processes, on_line=logger.info, mlflow_run_id=mlflow_run_id
-        )
+            config, mixture, out, processes=processes, on_line=logger.info, mlflow_run_id=mlflow_run_id,
+            rated_path=rated,
+        )  # fmt: skip
     if processes > 1:
         return launch_torchrun(
-            config, mixture, out, processes=processes, on_line=logger.info, mlflow_run_id=mlflow_run_id
-        )
+            config, mixture, out, processes=processes, on_line=logger.info, mlflow_run_id=mlflow_run_id,
+            rated_path=rated,
+        )  # fmt: skip
     from rmcore.train import LoggingSink, train_reward_model
 
     sink = LoggingSink()
@@ -120,7 +149,9 @@ def _train(config: TrainConfig, mixture: Path, out: Path, mlflow_run_id: str | N
         from tracking.sinks import MlflowMetricsSink
 
         sink = MlflowMetricsSink(mlflow_run_id)
-    result = train_reward_model(config, mixture_path=mixture, output_dir=out, sink=sink, resume=True)
+    result = train_reward_model(
+        config, mixture_path=mixture, output_dir=out, sink=sink, resume=True, rated_path=rated
+    )
     if hasattr(sink, "flush"):
         sink.flush()
     return {
@@ -128,4 +159,5 @@ def _train(config: TrainConfig, mixture: Path, out: Path, mlflow_run_id: str | N
         "steps": result.steps,
         "metrics": result.metrics,
         "precision": result.precision,
+        "regression": result.regression,
     }

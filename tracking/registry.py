@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+TAG_MODEL_TYPE = "rmflow.model_type"
+"""Model-version and run tag: bt, listwise or regression (a version without it is bt: registered
+before model types existed)."""
+
+
+def champion_alias(model_type: str = "bt") -> str:
+    """The alias of a model type's champion: ``champion`` for Bradley-Terry (as always), else
+    ``champion-<type>``. The gate compares like with like: a listwise model never takes the place
+    of a Bradley-Terry champion, nor is measured against it."""
+    return CHAMPION if model_type == "bt" else f"{CHAMPION}-{model_type}"
+
+
 MODEL_ARTIFACT = "reward_model"
 TAG_MODEL_DIGEST = "rmflow.model_digest"
 TAG_SCORE = "rmflow.rewardbench_overall"
@@ -178,7 +190,9 @@ def discard_unfinished_models(run_id: str) -> list[str]:
     dead = [m.model_id for m in models if m.name == MODEL_ARTIFACT and m.status == LoggedModelStatus.PENDING]
     for model_id in dead:
         c.delete_logged_model(model_id)
-        log.warning("run %s: deleted logged model %s, left unfinished by a killed registration", run_id, model_id)
+        log.warning(
+            "run %s: deleted logged model %s, left unfinished by a killed registration", run_id, model_id
+        )
     return dead
 
 
@@ -245,27 +259,28 @@ def _version_score(name: str, version: int) -> float:
     return float(mv.tags[TAG_SCORE])
 
 
-def current_champion(name: str) -> int | None:
-    """Version holding the ``champion`` alias, or None."""
+def current_champion(name: str, model_type: str = "bt") -> int | None:
+    """Version holding the model type's champion alias (``champion_alias``), or None."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return int(tracking.client().get_model_version_by_alias(name, CHAMPION).version)
+        return int(tracking.client().get_model_version_by_alias(name, champion_alias(model_type)).version)
     except MlflowException as e:
         if e.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower():
             return None
         raise
 
 
-def promote_if_better(name: str, version: int, score: float) -> GateDecision:
-    """Point ``champion`` at ``version`` if ``score`` >= the champion's RewardBench overall.
+def promote_if_better(name: str, version: int, score: float, model_type: str = "bt") -> GateDecision:
+    """Point the champion alias of ``model_type`` at ``version`` if ``score`` >= that champion's
+    RewardBench overall (like with like: ``champion_alias``).
 
     The first version to pass the gate becomes champion; a NaN score never does. The
     decision is tagged on the version and its run and returned with a reason.
     """
     version = int(version)
     score = float(score)
-    before = current_champion(name)
+    before = current_champion(name, model_type)
     before_score = _version_score(name, before) if before is not None else None
     void = _unfinished_source(name, before) if before is not None and before != version else None
     if math.isnan(score):
@@ -286,8 +301,9 @@ def promote_if_better(name: str, version: int, score: float) -> GateDecision:
     else:
         promoted = False
         reason = f"RewardBench overall {score:.4f} < champion v{before}'s {before_score:.4f}; champion stays v{before}"
-    decision = GateDecision(name, version, score, promoted, before, before_score, reason)
-    _record(decision)
+    kind = "" if model_type == "bt" else f" ({model_type} models)"
+    decision = GateDecision(name, version, score, promoted, before, before_score, reason + kind)
+    _record(decision, champion_alias(model_type))
     return decision
 
 
@@ -320,10 +336,10 @@ def _unfinished_source(name: str, version: int) -> str | None:
     return f"{run_id} ended {status}" if status in ("KILLED", "FAILED") else None
 
 
-def _record(d: GateDecision) -> None:
+def _record(d: GateDecision, alias: str = CHAMPION) -> None:
     c = tracking.client()
     if d.promoted:
-        c.set_registered_model_alias(d.name, CHAMPION, str(d.version))
+        c.set_registered_model_alias(d.name, alias, str(d.version))
     label = "promoted" if d.promoted else "refused"
     tags = {
         TAG_DECISION: label,

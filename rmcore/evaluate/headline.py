@@ -57,7 +57,9 @@ def _columns(rows: list[dict]) -> dict[str, list]:
 def ordered_subsets(subsets: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(category, subset) pairs in the official order; subsets outside it last, by name."""
     ordered = [(c, s) for c, names in SUBSET_MAPPING.items() for s in names if s in subsets]
-    ordered += [(subsets[s].get("category", ""), s) for s in sorted(subsets) if all(s != o for _, o in ordered)]
+    ordered += [
+        (subsets[s].get("category", ""), s) for s in sorted(subsets) if all(s != o for _, o in ordered)
+    ]
     return ordered
 
 
@@ -127,8 +129,33 @@ def detail_tables(evaluated: Mapping[str, Any]) -> dict[str, dict[str, list]]:
     """The evaluation's tables by artifact file name (columns -> values); empty ones left out."""
     heldout = evaluated.get("heldout") or {}
     tables = {
-        "tables/rewardbench_subsets.json": _columns(rewardbench_subset_rows(evaluated.get("rewardbench") or {})),
+        "tables/rewardbench_subsets.json": _columns(
+            rewardbench_subset_rows(evaluated.get("rewardbench") or {})
+        ),
         "tables/heldout.json": _columns(heldout_rows(heldout)),
         "tables/heldout_calibration.json": _columns(calibration_rows(heldout)),
     }
     return {name: table for name, table in tables.items() if table}
+
+
+def regression_attribute_rows(regression: Mapping[str, Any]) -> list[dict]:
+    """A regression model's held-out attributes, one row each: its weight in the reward, Pearson and
+    Spearman with their 95% intervals, RMSE (rmcore.train.regression_eval's details)."""
+    weights = regression.get("weights") or {}
+    rows = []
+    for name, m in (regression.get("attributes") or {}).items():
+        rows.append(
+            {
+                "attribute": name,
+                "weight": _round(weights.get(name), 4),
+                "n": int(m["n"]),
+                "pearson": _round(m["pearson"]),
+                "pearson 95% low": _round(m["pearson_low"]),
+                "pearson 95% high": _round(m["pearson_high"]),
+                "spearman": _round(m["spearman"]),
+                "spearman 95% low": _round(m["spearman_low"]),
+                "spearman 95% high": _round(m["spearman_high"]),
+                "rmse": _round(m["rmse"]),
+            }
+        )
+    return rows

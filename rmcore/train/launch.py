@@ -68,9 +68,12 @@ def rank_command(
     *,
     resume: bool = True,
     mlflow_run_id: str | None = None,
+    rated_path: Path | None = None,
 ) -> list[str]:
     """The per-rank entry point: exactly ``rmflow train`` (as a module, so no script shim is needed)."""
     cmd = ["-m", "rmflow.cli", "train", str(config_path), "--mixture", str(mixture_path)]
+    if rated_path is not None:
+        cmd += ["--rated", str(rated_path)]
     cmd += ["--out", str(output_dir), "--result-json", str(result_path)]
     if not resume:
         cmd.append("--no-resume")
@@ -145,6 +148,7 @@ def launch_torchrun(
     resume: bool = True,
     mlflow_run_id: str | None = None,
     tail_lines: int = 40,
+    rated_path: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Train in ``processes`` ranks on this node; returns rank 0's result (``rmflow train --json``'s
     object: model_dir, steps, metrics, precision, ...). Raises LaunchError if any rank fails."""
@@ -155,7 +159,7 @@ def launch_torchrun(
         "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
         "--log-dir", str(logs), "--tee", "3", "--local-ranks-filter", "0",
         *rank_command(config_path, Path(mixture_path), out, result_path, resume=resume,
-                      mlflow_run_id=mlflow_run_id),
+                      mlflow_run_id=mlflow_run_id, rated_path=Path(rated_path) if rated_path else None),
     ])  # fmt: skip
     emit = on_line or (lambda line: print(line, flush=True))
     emit(f"launching {processes} training processes (torchrun, {'DeepSpeed' if config.deepspeed else 'plain'}); "
@@ -200,7 +204,8 @@ def failure_message(code: int, console: list[str], logs: Path, tail_lines: int =
 def rank_log_tail(logs: Path, local_rank: int, n: int = 40) -> list[str]:
     """The last ``n`` lines a rank wrote (its newest attempt's stderr, else stdout) under ``logs``."""
     found = sorted(
-        logs.glob(f"*/attempt_*/{local_rank}/*.log"), key=lambda p: (p.stat().st_mtime, p.name == "stderr.log")
+        logs.glob(f"*/attempt_*/{local_rank}/*.log"),
+        key=lambda p: (p.stat().st_mtime, p.name == "stderr.log"),
     )
     lines: list[str] = []
     for path in found[-2:]:

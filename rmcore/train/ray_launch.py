@@ -66,6 +66,7 @@ def launch_ray(
     resume: bool = True,
     mlflow_run_id: str | None = None,
     tail_lines: int = 40,
+    rated_path: str | os.PathLike[str] | None = None,
 ) -> dict:
     """Train in ``processes`` Ray Train workers; returns rank 0's result (the same dict as
     ``launch_torchrun``). With ``processes: auto`` in the config the count is re-resolved
@@ -86,7 +87,8 @@ def launch_ray(
             processes = resolve_ray_processes(config, ray.cluster_resources().get("GPU", 0))
         job = {
             "command": rank_command(config_path, Path(mixture_path).resolve(), out, result_path,
-                                    resume=resume, mlflow_run_id=mlflow_run_id),
+                                    resume=resume, mlflow_run_id=mlflow_run_id,
+                                    rated_path=Path(rated_path).resolve() if rated_path else None),
             "config": config,
             "logs": str(launch_dir / "logs"),
             "env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)},

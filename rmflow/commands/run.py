@@ -117,10 +117,11 @@ def render(s: dict) -> None:
     else:
         out.write(f"  MLflow store:     {s['tracking_uri']}\n")
     out.write(f"  MLflow run:       {s['mlflow_run_id']}\n")
+    alias = s["registered"].get("champion_alias", "champion")  # champion-<type> for listwise/regression
     out.write(
-        f"  champion model:   models:/{s['registered']['name']}@champion (v{s['registered']['champion']})\n"
+        f"  champion model:   models:/{s['registered']['name']}@{alias} (v{s['registered']['champion']})\n"
     )
     out.write(f"  RewardBench table: {s['evaluation_dir']}/rewardbench/rewardbench.md\n")
     out.write(
-        f"  score a response: rmflow score models:/{s['registered']['name']}@champion --prompt ... --response ...\n"
+        f"  score a response: rmflow score models:/{s['registered']['name']}@{alias} --prompt ... --response ...\n"
     )

@@ -1,4 +1,4 @@
-"""``rmflow train CONFIG``: train a Bradley-Terry reward model (the training task's entry point)."""
+"""``rmflow train CONFIG``: train a reward model (the training task's entry point)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a reward model from a mixture Parquet (deployments/train/*.yaml)",
         description=(
-            "Train a Bradley-Terry reward model as CONFIG says (a YAML of rmcore.train.config.TrainConfig "
+            "Train a reward model (Bradley-Terry, listwise or regression: model_type) as CONFIG says (a YAML of rmcore.train.config.TrainConfig "
             "keys; it may also name `mixture:`). Resumes from the newest checkpoint in --out unless "
             "--no-resume. Prints the final metrics; the model is written to OUT/model."
         ),
     )
     p.add_argument("config", help="training YAML, e.g. deployments/train/demo.yaml")
     p.add_argument("--mixture", help="mixture Parquet (MIXTURE contract); overrides `mixture:` in CONFIG")
+    p.add_argument(
+        "--rated",
+        help="rated-responses Parquet (RATED_RESPONSES contract) a model_type: regression trains on",
+    )
     p.add_argument("--out", help="output folder (default: runs/train/<config name>-<config hash>)")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides CONFIG)")
     p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
@@ -52,7 +56,9 @@ def run(args: argparse.Namespace) -> dict:
     # folder may be anywhere (a checkpoint the user trained), as may --mixture/--out.
     roots = allowed_roots(Path(args.config).resolve().parent, *env_roots(os.environ))
     if isinstance(data.get("deepspeed"), str):  # loaded where it was checked, from any cwd
-        data["deepspeed"] = check_train_paths({"deepspeed": data["deepspeed"]}, str(args.config), roots)["deepspeed"]
+        data["deepspeed"] = check_train_paths({"deepspeed": data["deepspeed"]}, str(args.config), roots)[
+            "deepspeed"
+        ]
     if not args.mixture and isinstance(data.get("mixture"), str):
         confined_path(data["mixture"], where=f"{args.config}.mixture", base=Path.cwd(), roots=roots)
     mixture = args.mixture or data.pop("mixture", None)
@@ -81,7 +87,12 @@ def run(args: argparse.Namespace) -> dict:
         sink = MlflowMetricsSink(args.mlflow_run_id)
     with contextlib.redirect_stdout(sys.stderr):  # library chatter must not break --json
         result = train_reward_model(
-            config, mixture_path=Path(mixture), output_dir=out, sink=sink, resume=not args.no_resume
+            config,
+            mixture_path=Path(mixture),
+            output_dir=out,
+            sink=sink,
+            resume=not args.no_resume,
+            rated_path=Path(args.rated) if args.rated else None,
         )
     if hasattr(sink, "flush"):
         sink.flush()
@@ -96,6 +107,8 @@ def run(args: argparse.Namespace) -> dict:
         "metrics": result.metrics,
         "checkpoints": str(result.checkpoints_dir),
         "precision": result.precision,
+        "model_type": config.model_type,
+        "regression": result.regression,
     }
     if args.result_json:
         from rmcore import io
