@@ -211,6 +211,17 @@ def test_regression_verbosity_debiasing_reports_the_length_correlation(tiny_bert
     assert "eval/reward_length_spearman_debiased" in result.metrics
 
 
+def test_regression_in_bf16_scores_held_out_pairs_with_the_combined_reward(tiny_bert, tmp_path):
+    """bf16 trains a bf16 working copy beside fp32 master weights: the copy combines the outputs too."""
+    mixture = _ranked_mixture(tmp_path / "mixture.parquet", 10)
+    rated = _rated(tmp_path / "rated.parquet", 10)
+    cfg = tiny_config(tiny_bert, model_type="regression", max_steps=2, bf16=True, global_batch=8, micro_batch=8)
+    result = train_reward_model(cfg, mixture_path=mixture, output_dir=tmp_path / "out", rated_path=rated)
+    assert result.precision["bf16"] is True
+    assert result.metrics["eval/pairs"] == 12 and 0.0 <= result.metrics["eval/accuracy"] <= 1.0
+    assert load_reward_model(result.model_dir).hf.config.num_labels == 1
+
+
 def test_regression_needs_rated_responses_and_known_attributes(tiny_bert, mixture, tmp_path):
     with pytest.raises(ConfigError, match="rated_path"):
         train_reward_model(

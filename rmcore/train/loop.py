@@ -123,7 +123,7 @@ class Loop:
         if dist.is_main():
             seen = self.progress_window.peek()
             rate = (seen["train/tokens_per_s"], "real tok/s")
-            shown = {k: seen.get(f"train/{k}", float("nan")) for k in ("loss", "accuracy")}
+            shown = {k: seen.get(f"train/{k}", float("nan")) for k in self.objective.shown}
             if progress.update(done, metrics=shown, rate=rate):
                 self.progress_window = Window()
         if done % cfg.logging.every == 0 or done == self.total:

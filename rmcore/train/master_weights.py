@@ -40,7 +40,7 @@ def bf16_working_copy(model: RewardModel) -> RewardModel:
         system_prompt=model.system_prompt,
         norm_stats=model.norm_stats,
     ).train(model.training)
-    work.packed = model.packed
+    work.packed, work.combination = model.packed, model.combination
     return work
 
 

@@ -38,6 +38,7 @@ class MicroLoss:
 
 class PairObjective:
     kind = "bt"
+    shown = ("loss", "accuracy")  # the metrics of the progress line
 
     def __init__(self, config, pairs: EncodedPairs, pad_id: int, device, *, packed: bool, cache=None) -> None:
         self.config, self.items, self.pad_id, self.device, self.packed = config, pairs, pad_id, device, packed
@@ -88,6 +89,7 @@ class _SequenceObjective:
 
 class ListwiseObjective(_SequenceObjective):
     kind = "listwise"
+    shown = ("loss", "accuracy", "top1")
 
     def __init__(self, config, groups: EncodedGroups, pad_id: int, device, *, packed: bool) -> None:
         super().__init__(config, pad_id, device, packed=packed)
@@ -114,6 +116,7 @@ class ListwiseObjective(_SequenceObjective):
 
 class RegressionObjective(_SequenceObjective):
     kind = "regression"
+    shown = ("loss", "rmse")
 
     def __init__(self, config, rated: EncodedRated, pad_id: int, device, *, packed: bool) -> None:
         super().__init__(config, pad_id, device, packed=packed)

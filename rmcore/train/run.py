@@ -232,4 +232,7 @@ def evaluate_regression(
         rated_outputs(loop.engine.module, train_rated, **kwargs),
         rated_outputs(loop.engine.module, held, **kwargs),
     )
-    return regression_report(model, config, train_rated, held, outputs)
+    metrics, details = regression_report(model, config, train_rated, held, outputs)
+    trained = getattr(loop.engine.module, "module", loop.engine.module)  # a bf16 working copy, or the model
+    trained.combination = model.combination  # the final (debiased) reward scores the held-out pairs
+    return metrics, details
