@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPES = ("bt", "listwise", "regression")
+TYPES = ("bt", "listwise", "regression", "regression-debiased")
 
 
 def newest(pattern: str, work: Path) -> Path:
@@ -38,14 +38,18 @@ def run_one(kind: str, mixture: Path, rated: Path, out: Path, max_steps: int | N
     from rmcore.recipe import load_recipe
     from rmcore.train import train_reward_model
 
-    config = load_recipe(ROOT / "deployments" / "recipes" / f"helpsteer-{kind}.yaml").train
+    recipe = "regression" if kind == "regression-debiased" else kind
+    config = load_recipe(ROOT / "deployments" / "recipes" / f"helpsteer-{recipe}.yaml").train
     config = replace(config, model=resolve_model_ref(config.model, default_cache_dir() / "models"))
+    if kind == "regression-debiased":
+        config = replace(config, regression=replace(config.regression, debias_verbosity=True))
     if max_steps is not None:
         config = replace(config, optim=replace(config.optim, max_steps=max_steps))
     start = time.perf_counter()
     result = train_reward_model(
-        config, mixture_path=mixture, output_dir=out / kind, resume=False, rated_path=rated if kind == "regression" else None
-    )
+        config, mixture_path=mixture, output_dir=out / kind, resume=False,
+        rated_path=rated if recipe == "regression" else None,
+    )  # fmt: skip
     wall = time.perf_counter() - start
     per_epoch = result.step_seconds / max(result.steps, 1) * (result.steps / config.optim.epochs if max_steps is None else 0)
     m = result.metrics
@@ -62,6 +66,8 @@ def run_one(kind: str, mixture: Path, rated: Path, out: Path, max_steps: int | N
         "high": m.get("eval/accuracy_high"),
         "length": m.get("eval/length_baseline"),
         "n": m.get("eval/pairs"),
+        "length_spearman": m.get("eval/reward_length_spearman"),
+        "debias": result.regression.get("debias"),
     }
 
 
@@ -81,6 +87,8 @@ def main() -> None:
             rows.append(run_one(kind, mixture, rated, Path(tmp), args.max_steps))
             r = rows[-1]
             print(f"{kind}: {r['steps']} steps in {r['train_s']:.0f} s, {r['tok_s']:,.0f} real tok/s, {r['items']}", flush=True)
+            if r["length_spearman"] is not None:
+                print(f"  Spearman(reward, answer words), held out: {r['length_spearman']:.3f}; debiasing: {r['debias']}")
     base = next((r for r in rows if r["type"] == "bt"), None)
     print("\n| model type | steps | train s | real tok/s | s/epoch | epoch vs bt | held-out acc [95%] | length rule |")
     print("|---|---|---|---|---|---|---|---|")
