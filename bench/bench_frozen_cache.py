@@ -131,6 +131,7 @@ def training_loop(config, mixture: Path):
     from rmcore.train.backbone import disable_dropout, freeze_lower_layers, load_model
     from rmcore.train.frozen_cache import frozen_cache
     from rmcore.train.loop import Loop
+    from rmcore.train.objectives import PairObjective
     from rmcore.train.pairs import load_mixture_pairs
     from rmcore.train.setup import make_engine, set_attention, set_packing, training_precision
 
@@ -151,9 +152,9 @@ def training_loop(config, mixture: Path):
     cache = frozen_cache(
         config, model, train_pairs, total=total, per_epoch=per_epoch, dtype=dtype, device=device
     )
-    return Loop(
-        config, engine, train_pairs, eval_pairs, ListSink(), device, total, bf16, cache=cache
-    ), per_epoch
+    packed = getattr(engine.module, "packed", False) is True
+    objective = PairObjective(config, train_pairs, model.tokenizer.pad_token_id, device, packed=packed, cache=cache)
+    return Loop(config, engine, objective, eval_pairs, ListSink(), device, total, bf16), per_epoch
 
 
 def timed(loop, batch) -> dict:
@@ -174,13 +175,13 @@ def interleaved(model_dir: Path, mixture: Path, trainable: int | None) -> dict:
 
     config = recipe_config(model_dir, cache="auto", trainable=trainable)
     loop, per_epoch = training_loop(config, mixture)
-    cache = loop.cache
+    cache = loop.objective.cache
     plan = [batch for _, batch in schedule(config, loop.lengths)]
     epoch1 = [timed(loop, batch) for batch in plan[:per_epoch]]
     off, on = [], []
     for i, batch in enumerate(plan[per_epoch:]):
         for use in (False, True) if i % 2 == 0 else (True, False):
-            loop.cache = cache if use else None
+            loop.objective.cache = cache if use else None
             (on if use else off).append(timed(loop, batch))
     return {
         "trainable_layers": config.backbone.trainable_layers, "epoch1_filling": summary(epoch1),

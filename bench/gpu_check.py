@@ -368,7 +368,7 @@ def worker_rmflow(spec: dict) -> dict:
         sync()  # the loop's own clock stops at the grad norm's .item(), before the optimizer step
         seconds = time.perf_counter() - t0
         new = self.seen_pairs[before[2] :]
-        chosen, rejected = self.train_pairs.chosen, self.train_pairs.rejected
+        chosen, rejected = self.objective.items.chosen, self.objective.items.rejected
         steps.append({
             "seconds": seconds, "real": self.totals.real - before[0],
             "processed": self.totals.processed - before[1], "pairs": len(new),

@@ -5,6 +5,7 @@ with like (one alias per type)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,9 @@ def test_each_model_type_registers_tagged_and_is_gated_against_its_own_kind(setu
 
     from rmcore import io
 
-    client = mlflow.MlflowClient()
     summaries = {kind: _run(setup, kind) for kind in ("regression", "listwise", "bt")}
+    uri = os.environ["MLFLOW_TRACKING_URI"]  # this test's store (an earlier test may have set mlflow's global URI)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     for version, kind in enumerate(("regression", "listwise", "bt"), start=1):
         reg = summaries[kind]["registered"]
         assert reg["version"] == version and reg["champion"] == version  # each is its own kind's first

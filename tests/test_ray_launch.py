@@ -40,6 +40,7 @@ BASE = {
 }
 RESULT_KEYS = {
     "model_dir", "steps", "metrics", "precision", "tokens_per_s", "padding_efficiency", "data", "checkpoints",
+    "model_type", "regression",
 }  # fmt: skip
 """What ``rmflow train --result-json`` writes, so what ``launch_torchrun`` returns too."""
 
