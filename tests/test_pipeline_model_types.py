@@ -5,7 +5,6 @@ with like (one alias per type)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     from rmcore.data.sample_rewardbench import write_rewardbench_sample
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # an earlier test's registry is not this one's
     model = build_tiny_model_dir(tmp_path / "tiny")
     data = write_sample_mirror(tmp_path / "data", rows_per_source=40)
     write_rewardbench_sample(data, per_subset=2)
@@ -50,8 +50,7 @@ def test_each_model_type_registers_tagged_and_is_gated_against_its_own_kind(setu
     from rmcore import io
 
     summaries = {kind: _run(setup, kind) for kind in ("regression", "listwise", "bt")}
-    uri = os.environ["MLFLOW_TRACKING_URI"]  # this test's store (an earlier test may have set mlflow's global URI)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = mlflow.MlflowClient()  # made now: the URIs the pipeline configured (a client keeps those of its birth)
     for version, kind in enumerate(("regression", "listwise", "bt"), start=1):
         reg = summaries[kind]["registered"]
         assert reg["version"] == version and reg["champion"] == version  # each is its own kind's first
