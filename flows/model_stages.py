@@ -11,7 +11,7 @@ import tracking
 from flows.context import RunContext
 from rmcore import io
 from rmcore.config import config_hash
-from rmcore.evaluate.headline import detail_tables, headline_metrics, regression_attribute_rows
+from rmcore.evaluate.headline import detail_tables, headline_metrics, regression_tables
 from rmcore.precision import Precision
 from tasks.evaluate import evaluate_task
 from tasks.ranking import leaderboard_task
@@ -137,11 +137,7 @@ def run_train(ctx: RunContext, mixture: dict, run_id: str | None, rated: dict | 
             tracking.log_params(
                 run_id, Precision.from_dict(trained["precision"]).as_params(), prefix="train."
             )
-        if trained.get("regression"):  # the attributes' held-out correlations, as a table
-            rows = regression_attribute_rows(trained["regression"])
-            tracking.log_tables(
-                run_id, {"tables/regression_attributes.json": {k: [r[k] for r in rows] for k in rows[0]}}
-            )
+        tracking.log_tables(run_id, regression_tables(trained.get("regression") or {}))  # regression models only
     return trained
 
 

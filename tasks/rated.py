@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rmcore import io
 from rmcore.data.mixtures import MixtureConfig, SourceSpec
-from rmcore.data.rated_mixture import materialise_rated, rated_specs, read_download
+from rmcore.data.rated_mixture import materialise_rated, rated_specs
+from rmcore.data.stages import read_download
 from tasks import integrity
 from tasks.caching import Stage, build_once
 

@@ -21,9 +21,10 @@ from rmcore.data.mixtures import (
     prompt_validation_mask,
 )
 from rmcore.data.pairing import canonical_json
-from rmcore.data.rated_mixture import RATED_SOURCES, materialise_rated, rated_specs, read_download
+from rmcore.data.rated_mixture import RATED_SOURCES, materialise_rated, rated_specs
 from rmcore.data.sources.base import CleanOptions
 from rmcore.data.sources.tables import quarantine_table
+from rmcore.data.stages import read_download
 from rmcore.data.stats import stats_row
 
 SHARED_HELPSTEER = Path(__file__).parents[2] / "shared" / "data" / "nvidia" / "HelpSteer" / "train.jsonl"

@@ -23,7 +23,6 @@ from rmcore import io
 from rmcore.config import config_hash, to_dict
 from rmcore.data.mixtures import MixtureConfig, SourceSpec, prompt_validation_mask
 from rmcore.data.rated import rated_responses
-from rmcore.data.stages import verify_download
 from rmcore.fingerprint import rmcore_fingerprint
 
 log = logging.getLogger(__name__)
@@ -51,14 +50,6 @@ def rated_specs(config: MixtureConfig) -> tuple[SourceSpec, ...]:
             seen.add((spec.source, spec.split, spec.files))
             specs.append(spec)
     return tuple(specs)
-
-
-def read_download(raw_dir: Path) -> tuple[pa.Table, pa.Table]:
-    """A download folder's raw table and its unreadable rows (QUARANTINE), as the clean stage reads
-    them: only after raw.parquet is checked against its manifest's sha256."""
-    raw_dir = Path(raw_dir)
-    verify_download(raw_dir)
-    return io.read_table(raw_dir / "raw.parquet"), io.read_table(raw_dir / "bad_rows.parquet", QUARANTINE)
 
 
 def _no_rated_source(config: MixtureConfig) -> ValueError:

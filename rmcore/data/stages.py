@@ -206,6 +206,14 @@ def retry_can_help(error: BaseException) -> bool:
     return not (isinstance(error, SourceNotFound) and error.__cause__ is None)
 
 
+def read_download(raw_dir: Path) -> tuple[pa.Table, pa.Table]:
+    """A download folder's raw table and its unreadable rows (QUARANTINE), read only after
+    raw.parquet is checked against its manifest's sha256."""
+    raw_dir = Path(raw_dir)
+    verify_download(raw_dir)
+    return io.read_table(raw_dir / "raw.parquet"), io.read_table(raw_dir / "bad_rows.parquet", QUARANTINE)
+
+
 def quarantine_table(source: str, bad_rows: list) -> pa.Table:
     """Rows that could not even be read (bad JSON, bad encoding) as quarantine rows."""
     rows = [
@@ -230,9 +238,7 @@ def clean_downloaded(
     from rmcore.data.sources.catalog import get_adapter
 
     adapter = get_adapter(source)
-    verify_download(raw_dir)
-    raw = io.read_table(raw_dir / "raw.parquet")
-    unreadable = io.read_table(raw_dir / "bad_rows.parquet", QUARANTINE)
+    raw, unreadable = read_download(raw_dir)
     result: CleanResult = adapter.clean(raw, options, split=split)
     result.rows_in += unreadable.num_rows
     if result.raw_rows is not None:

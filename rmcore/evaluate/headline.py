@@ -159,3 +159,9 @@ def regression_attribute_rows(regression: Mapping[str, Any]) -> list[dict]:
             }
         )
     return rows
+
+
+def regression_tables(regression: Mapping[str, Any]) -> dict[str, dict[str, list]]:
+    """A regression model's attribute table by artifact file name (empty when there is none)."""
+    table = _columns(regression_attribute_rows(regression))
+    return {"tables/regression_attributes.json": table} if table else {}

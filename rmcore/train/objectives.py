@@ -14,15 +14,16 @@ micro-batch with its autocast context (the forward runs under it, the loss in fl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from rmcore.encoding import EncodedPairs, collate_sequences
 from rmcore.train.batching import pair_rewards
-from rmcore.train.items import EncodedGroups, EncodedRated
+from rmcore.train.items import EncodedGroups, EncodedRated, encode_groups, load_rated
 from rmcore.train.listwise_loss import plackett_luce_loss
 from rmcore.train.loss import bradley_terry_loss, split_rewards
-from rmcore.train.pairs import collate_micro_batch, to_device
+from rmcore.train.pairs import collate_micro_batch, encode_rows, to_device
 from rmcore.train.regression import masked_mse_loss
 
 
@@ -79,11 +80,8 @@ class _SequenceObjective:
             max_groups=cfg.batching.max_groups,
             group_overhead=cfg.batching.group_overhead,
         )
-        if self.device.type != "cpu":
-            for g in b.groups:
-                g.input_ids, g.attention_mask = g.input_ids.to(self.device), g.attention_mask.to(self.device)
         with autocast:
-            rewards = pair_rewards(module, b)
+            rewards = pair_rewards(module, to_device(b, self.device))
         return rewards, b.real_tokens, b.real_tokens if self.packed else b.processed_tokens
 
 
@@ -137,11 +135,6 @@ class RegressionObjective(_SequenceObjective):
 
 def train_items(config, tokenizer, train_rows: list[dict], rated_path=None):
     """The training items of ``config.model_type``: encoded pairs, rankings or rated responses."""
-    from pathlib import Path
-
-    from rmcore.train.items import encode_groups, load_rated
-    from rmcore.train.pairs import encode_rows
-
     if config.model_type == "listwise":
         return encode_groups(config, tokenizer, train_rows)
     if config.model_type == "regression":

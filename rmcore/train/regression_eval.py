@@ -24,6 +24,7 @@ from rmcore.model import RewardModel, _linear_head
 from rmcore.train.batching import pair_rewards
 from rmcore.train.evaluation import autocast_context
 from rmcore.train.items import EncodedRated
+from rmcore.train.pairs import to_device
 from rmcore.train.regression import (
     attribute_metrics,
     fit_verbosity_debias,
@@ -67,9 +68,7 @@ def rated_outputs(
     try:
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            b = collate_sequences([rated.seqs[i] for i in idx], pad_id=pad_id, max_groups=4)
-            for g in b.groups:
-                g.input_ids, g.attention_mask = g.input_ids.to(device), g.attention_mask.to(device)
+            b = to_device(collate_sequences([rated.seqs[i] for i in idx], pad_id=pad_id, max_groups=4), device)
             with autocast_context(device, bf16):
                 out[idx] = pair_rewards(model, b).float().cpu().numpy()
     finally:
