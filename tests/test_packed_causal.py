@@ -13,9 +13,9 @@ from tiny import build_tiny_model_dir
 from train_helpers import changed, tiny_config, toy_pairs, write_mixture
 
 from rmcore.model import RewardModel, load_reward_model
-from rmcore.train import ListSink, train_reward_model
+from rmcore.train import ListSink, packed_causal, train_reward_model
 from rmcore.train.config import TrainConfig
-from rmcore.train.packed_causal import pack, unsupported_reason
+from rmcore.train.packed_causal import causal_matmul_attention, pack, unsupported_reason
 
 PAD = 0
 LENGTHS = ((11, 6, 11), (23, 17), (5, 5, 3, 5))
@@ -96,6 +96,50 @@ def test_packed_pass_equals_the_stock_forward_group_by_group(arch, attention):
     )
     for name, grad in stock_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(6, 2), (4, 4)])
+def test_matmul_attention_equals_causal_sdpa_values_and_gradients(heads, kv_heads):
+    """The CPU 16-bit kernel, run here in fp32 so rounding cannot hide a wrong mask or head
+    mapping: same output and same gradients for queries, keys and values as causal SDPA."""
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(3, heads, 9, 8), (3, kv_heads, 9, 8), (3, kv_heads, 9, 8)]
+    inputs = [torch.randn(*s, generator=gen) for s in shapes]
+    upstream = torch.randn(3, heads, 9, 8, generator=gen)
+
+    def run(kernel):
+        q, k, v = (t.clone().requires_grad_() for t in inputs)
+        out = kernel(q, k, v)
+        out.backward(upstream)
+        return out.detach(), q.grad, k.grad, v.grad
+
+    sdpa = run(
+        lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=0.3, enable_gqa=heads != kv_heads
+        )
+    )
+    mine = run(lambda q, k, v: causal_matmul_attention(q, k, v, scaling=0.3))
+    for name, a, b in zip(("out", "dq", "dk", "dv"), sdpa, mine, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_bf16_packed_pass_on_cpu_runs_the_matmul_kernel_and_agrees_with_the_stock_forward(monkeypatch):
+    calls = []
+    kernel = packed_causal.causal_matmul_attention
+    monkeypatch.setattr(
+        packed_causal, "causal_matmul_attention", lambda *a, **k: calls.append(a[0].shape) or kernel(*a, **k)
+    )
+    model = _tiny("llama")
+    model.hf.to(torch.bfloat16)
+    groups = _groups()
+    with torch.no_grad():
+        stock = torch.cat(model.grouped_rewards(groups))
+        model.packed = True
+        packed = torch.cat(model.grouped_rewards(groups))
+    runs = len({n for lengths in LENGTHS for n in lengths})  # distinct lengths: one call each, per layer
+    assert len(calls) == 2 * runs and all(shape[1] == 4 for shape in calls)
+    torch.testing.assert_close(packed, stock, rtol=0.02, atol=0.02)
+    assert not torch.equal(packed, torch.zeros_like(packed))
 
 
 def test_the_row_is_sorted_by_length_with_positions_restarting_per_sequence():

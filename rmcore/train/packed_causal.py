@@ -11,8 +11,12 @@ on the right, and ``ensure_pad_token`` gives the model a pad id no real token us
 
 Attention for the packed row: flash-attention-2 varlen on CUDA when it is installed and the
 compute dtype is 16-bit; otherwise :func:`packed_attention`, registered with transformers'
-``AttentionInterface`` as ``"rmflow_packed"``: one causal SDPA call per sequence, sequences
-of equal length in one call (they lie side by side: the row is sorted by length). The
+``AttentionInterface`` as ``"rmflow_packed"``: one causal attention call per sequence,
+sequences of equal length in one call (they lie side by side: the row is sorted by length).
+On a CPU in bf16/fp16 a run of sequences up to ``MATMUL_ATTENTION_MAX`` tokens long runs as two
+batched matmuls (:func:`causal_matmul_attention`), which forward and backward take about a third
+less time than torch's CPU flash-attention kernel there (bench/RESULTS.md); fp32, longer runs,
+sliding windows and CUDA use SDPA. The
 model's attention implementation is switched only for the duration of the packed forward,
 so evaluation and export run the stock forward unchanged. The modules called are the
 model's own, so weights and checkpoints are unchanged: rewards and gradients equal the
@@ -24,6 +28,7 @@ returns None; any other model runs the stock forward per padded group.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +45,10 @@ Groups = list[tuple[torch.Tensor, torch.Tensor]]
 PACKED_ATTENTION = "rmflow_packed"
 VERIFIED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 """Backbones whose packed rewards and gradients are tested equal to the stock forward's."""
+MATMUL_ATTENTION_MAX = 512
+"""Longest sequence whose packed CPU attention in bf16/fp16 runs as plain matmuls: they keep the
+[heads, length, length] probabilities for backward (2 bytes each: 4.7 MB per sequence and layer
+at 512 tokens for SmolLM2's 9 heads), where the flash kernel keeps none."""
 
 
 def unsupported_reason(hf: torch.nn.Module, pooling: str) -> str | None:
@@ -239,14 +248,16 @@ def _causal_sdpa(
     scaling: float | None,
     window: int | None,
 ) -> torch.Tensor:
-    """SDPA over [sequences, heads, length, dim]; a sliding window (if shorter than the
-    sequences) masks keys ``window`` or more tokens back, as transformers' sliding masks do."""
+    """Causal attention over [sequences, heads, length, dim]; a sliding window (if shorter than
+    the sequences) masks keys ``window`` or more tokens back, as transformers' sliding masks do."""
     length = q.shape[2]
     mask = None
     if window is not None and length > window:
         i = torch.arange(length, device=q.device)
         back = i[:, None] - i[None, :]
         mask = (back >= 0) & (back < window)
+    if mask is None and matmul_attention_fits(q, dropout):
+        return causal_matmul_attention(q, k, v, scaling=scaling)
     gqa = q.shape[1] != k.shape[1]
     if gqa and mask is not None:
         k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
@@ -254,3 +265,44 @@ def _causal_sdpa(
     return torch.nn.functional.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, scale=scaling, enable_gqa=gqa
     )
+
+
+def matmul_attention_fits(q: torch.Tensor, dropout: float) -> bool:
+    """Whether :func:`causal_matmul_attention` runs this call: a CPU, 16-bit, no dropout, at most
+    ``MATMUL_ATTENTION_MAX`` tokens (where it beats the flash kernel and its memory stays small)."""
+    return (
+        q.device.type == "cpu"
+        and q.dtype in (torch.bfloat16, torch.float16)
+        and dropout == 0.0
+        and q.shape[2] <= MATMUL_ATTENTION_MAX
+    )
+
+
+def causal_matmul_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scaling: float | None
+) -> torch.Tensor:
+    """Causal attention as two batched matmuls: [sequences, heads, length, dim] queries against
+    [sequences, kv heads, length, dim] keys and values (grouped-query: head h reads kv head
+    h // (heads / kv heads), as ``repeat_kv`` does). The query heads sharing a kv head are stacked
+    along the rows, so keys and values are never copied per head; the scale and the causal mask
+    enter the score matmul itself (``baddbmm``); softmax in the compute dtype (torch's CPU kernel
+    accumulates bf16 in fp32)."""
+    count, heads, length, dim = q.shape
+    kv_heads = k.shape[1]
+    group = heads // kv_heads
+    scale = dim**-0.5 if scaling is None else scaling
+    scores = torch.baddbmm(
+        _causal_bias(length, group, q.dtype, q.device),
+        q.reshape(count * kv_heads, group * length, dim),
+        k.reshape(count * kv_heads, length, dim).transpose(1, 2),
+        alpha=scale,
+    )
+    out = torch.bmm(scores.softmax(-1), v.reshape(count * kv_heads, length, dim))
+    return out.view(count, heads, length, dim)
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_bias(length: int, group: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[group * length, length]: 0 on and below the diagonal, -inf above, once per query head of a group."""
+    bias = torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu(1)
+    return bias.repeat(group, 1)
