@@ -131,7 +131,7 @@ def training_loop(config, mixture: Path):
     from rmcore.train.backbone import disable_dropout, freeze_lower_layers, load_model
     from rmcore.train.frozen_cache import frozen_cache
     from rmcore.train.loop import Loop
-    from rmcore.train.objectives import PairObjective
+    from rmcore.train.objectives import make_objective
     from rmcore.train.pairs import load_mixture_pairs
     from rmcore.train.setup import make_engine, set_attention, set_packing, training_precision
 
@@ -153,7 +153,7 @@ def training_loop(config, mixture: Path):
         config, model, train_pairs, total=total, per_epoch=per_epoch, dtype=dtype, device=device
     )
     packed = getattr(engine.module, "packed", False) is True
-    objective = PairObjective(config, train_pairs, model.tokenizer.pad_token_id, device, packed=packed, cache=cache)
+    objective = make_objective(config, train_pairs, model.tokenizer.pad_token_id, device, packed=packed, cache=cache)
     return Loop(config, engine, objective, eval_pairs, ListSink(), device, total, bf16), per_epoch
 
 

@@ -234,12 +234,12 @@ def packed_attention(
         q, k, v = (
             t[0, :, start:end].unflatten(1, (count, length)).transpose(0, 1) for t in (query, key, value)
         )
-        out = _causal_sdpa(q, k, v, dropout=dropout, scaling=scaling, window=sliding_window)
+        out = _causal_attention(q, k, v, dropout=dropout, scaling=scaling, window=sliding_window)
         outs.append(out.transpose(1, 2).reshape(count * length, heads, dim))
     return torch.cat(outs)[None], None
 
 
-def _causal_sdpa(
+def _causal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
